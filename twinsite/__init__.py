@@ -1,0 +1,1 @@
+"""twinsite: dual-site messaging deployments, declared once, drilled often."""
