@@ -1,0 +1,107 @@
+"""Shared fixtures: a real 7-server lab JetStream cluster and real `twinsite talk serve` gateways.
+
+- `lab_topology`   the `lab` stack's Topology (session).
+- `nats_cluster`   a running LocalNatsCluster of the lab topology (session; do not kill its
+                   servers — tests that break a cluster start their own, see `make_cluster`).
+- `make_cluster()` factory: a fresh LocalNatsCluster(topology, dir) started and reaped for you.
+- `start_gateway(site, nats_urls=None, cluster=None, extra_args=()) -> base_url`
+                   starts a gateway subprocess on a free port (default: its site's servers of
+                   `nats_cluster` first, then the others), waits for /readyz 200 (pass
+                   wait_ready=False to skip), and reaps it at the end of the test.
+                   `start_gateway.procs[base_url]` is the Popen, `.logs[base_url]` its log path.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from twinsite import procs, topology
+from twinsite.natscluster import LocalNatsCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def lab_topology():
+    return topology.load_stack("lab", root=ROOT)
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(lab_topology, tmp_path_factory):
+    cluster = LocalNatsCluster(lab_topology, tmp_path_factory.mktemp("nats-lab"))
+    cluster.start(timeout=60)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def make_cluster(lab_topology, tmp_path):
+    started: list[LocalNatsCluster] = []
+
+    def make(topo=None, name: str = "cluster") -> LocalNatsCluster:
+        c = LocalNatsCluster(topo or lab_topology, tmp_path / f"{name}{len(started)}")
+        started.append(c)
+        c.start(timeout=60)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in started:
+            c.stop()
+
+
+def site_first_urls(cluster: LocalNatsCluster, site: str) -> list[str]:
+    """The site's own servers first, then the rest: the order a gateway should try them in."""
+    own = cluster.client_urls(site)
+    return own + [u for u in cluster.client_urls() if u not in own]
+
+
+def http_status(url: str, timeout: float = 1.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.fixture
+def start_gateway(request, tmp_path):
+    started: dict[str, object] = {}
+    logs: dict[str, Path] = {}
+
+    def start(site: str, nats_urls: list[str] | None = None, *, cluster=None,
+              extra_args=(), wait_ready: bool = True, timeout: float = 60.0) -> str:
+        if nats_urls is None:
+            cluster = cluster or request.getfixturevalue("nats_cluster")
+            nats_urls = site_first_urls(cluster, site)
+        port = procs.free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = tmp_path / f"gateway-{site}-{port}.log"
+        argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", site,
+                "--nats", ",".join(nats_urls), "--listen", f"127.0.0.1:{port}",
+                "--stack", "lab", *extra_args]
+        proc = procs.spawn(argv, log=log, cwd=ROOT)
+        started[base], logs[base] = proc, log
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise procs.ChildExited(f"gateway exited ({proc.returncode}): "
+                                        f"{log.read_text(errors='replace')[-2000:]}")
+            return http_status(base + ("/readyz" if wait_ready else "/healthz")) == 200
+
+        procs.wait_until(up, timeout, interval=0.1, what=f"gateway {base} ready")
+        return base
+
+    start.procs, start.logs = started, logs
+    try:
+        yield start
+    finally:
+        for proc in started.values():
+            procs.reap(proc, timeout=5.0)

@@ -1,0 +1,316 @@
+"""The talk HTTP API (FastAPI): `create_app(settings)` builds one gateway.
+
+Live delivery (`/v1/rooms/{room}/subscribe`) is **Server-Sent Events**: one `message` event per
+message, `id:` = the stream seq, `data:` = the message JSON (same fields as a read). Resume with
+`?after=SEQ` or the standard `Last-Event-ID` header (the larger wins). Delivery is driven by the same
+consistent read as `GET .../messages` (woken by the room's subject, polled every second as a
+fallback), so a subscriber sees exactly the acknowledged messages, in stream order, across fail-over.
+
+Every error is JSON `{"error": str, "detail": ...}`: 400 invalid input (FastAPI's 422 is turned
+into 400), 413 body too large, 503 JetStream unavailable (with `Retry-After`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import model
+from .backend import Backend, Hooks, Settings, Unavailable
+
+log = logging.getLogger("twinsite.talk")
+RETRY_AFTER_S = "1"
+SSE_POLL_S = 1.0
+SSE_KEEPALIVE_EVERY = 10  # idle polls between keep-alive comments
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail=None, headers: dict | None = None):
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
+
+
+def unavailable(e: Exception) -> ApiError:
+    return ApiError(503, "jetstream unavailable", str(e), {"Retry-After": RETRY_AFTER_S})
+
+
+def _json_error(status: int, error: str, detail=None, headers=None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+class Metrics:
+    def __init__(self):
+        disable_created_metrics()  # *_created series only add noise here
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("talk_http_requests_total", "HTTP requests",
+                                ["route", "method", "status"], registry=r)
+        self.publish_seconds = Histogram(
+            "talk_publish_seconds", "JetStream publish latency (until the ack)", ["outcome"],
+            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=r)
+        self.connected = Gauge("talk_nats_connected", "1 when connected to NATS", registry=r)
+        self.reconnects = Counter("talk_nats_reconnects_total", "NATS reconnections", registry=r)
+        self.ready = Gauge("talk_ready", "1 when the last readiness probe passed", registry=r)
+        self.subscribers = Gauge("talk_sse_subscribers", "open subscribe streams", registry=r)
+
+    def hooks(self) -> Hooks:
+        return Hooks(connected=lambda up: self.connected.set(1 if up else 0),
+                     reconnected=self.reconnects.inc,
+                     published=lambda o, s: self.publish_seconds.labels(o).observe(s))
+
+
+def metrics_middleware(app, metrics: Metrics):
+    """Count every response by route template (not raw path: bounded label cardinality)."""
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.requests.labels(route, scope["method"], str(status["code"])).inc()
+
+    return middleware
+
+
+Room = Annotated[str, Path(pattern=model.ROOM_PATTERN, description="room name")]
+ERRORS = {
+    400: {"model": model.Error, "description": "invalid input"},
+    503: {"model": model.Error, "description": "JetStream unavailable; retry after Retry-After s",
+          "headers": {"Retry-After": {"schema": {"type": "string"}}}},
+}
+
+
+def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
+    metrics = Metrics()
+    backend = backend or Backend(settings, metrics.hooks())
+    stopping = asyncio.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        backend.start()
+        try:
+            yield
+        finally:
+            stopping.set()
+            await backend.close()
+
+    app = FastAPI(title="twinsite talk gateway", version="0.1.0", lifespan=lifespan,
+                  description=__doc__)
+    app.state.backend, app.state.metrics, app.state.settings = backend, metrics, settings
+
+    # --- errors: always JSON, never a traceback ----------------------------------------------------
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return _json_error(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type")}
+                  for e in exc.errors()]
+        return _json_error(400, "invalid request", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, exc: StarletteHTTPException):
+        return _json_error(exc.status_code, str(exc.detail).lower(), None, exc.headers)
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(request, exc: Unavailable):
+        e = unavailable(exc)
+        return _json_error(e.status, e.error, e.detail, e.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return _json_error(500, "internal error", type(exc).__name__)
+
+    # --- messages ----------------------------------------------------------------------------------
+
+    body_schema = model.MessageIn.model_json_schema()
+
+    @app.post("/v1/rooms/{room}/messages", status_code=201, response_model=model.Ack,
+              summary="Post a message (acknowledged once quorum-replicated)",
+              responses={200: {"model": model.Ack, "description": "duplicate id: the original seq"},
+                         413: {"model": model.Error, "description": "body too large"}, **ERRORS},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": body_schema}}}})
+    async def post_message(room: Room, request: Request, response: Response):
+        raw = await read_limited(request, settings.max_body_bytes)
+        try:
+            msg = model.MessageIn.model_validate_json(raw)
+        except ValidationError as e:
+            detail = [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]}
+                      for x in e.errors(include_url=False, include_input=False,
+                                        include_context=False)]
+            raise ApiError(400, "invalid message", detail) from None
+        try:
+            seq, dup = await backend.publish(room, msg)
+        except Unavailable as e:
+            raise unavailable(e) from None
+        response.status_code = 200 if dup else 201
+        return model.Ack(room=room, id=msg.id, seq=seq)
+
+    @app.get("/v1/rooms/{room}/messages", response_model=model.Messages, responses=ERRORS,
+             summary="Read a room's messages in stream order (all acknowledged ones)")
+    async def get_messages(room: Room,
+                           after: Annotated[int, Query(ge=0, description="seq to start after")] = 0,
+                           limit: Annotated[int, Query(ge=1, le=model.MAX_READ_LIMIT)] = 100):
+        try:
+            return {"messages": await backend.read(room, after, limit)}
+        except Unavailable as e:
+            raise unavailable(e) from None
+
+    @app.get("/v1/rooms/{room}/subscribe", response_class=StreamingResponse,
+             summary="Live delivery as Server-Sent Events, resumable from a seq",
+             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                              "description": "event stream: `id:` seq, `data:` message JSON"},
+                        **ERRORS})
+    async def subscribe(room: Room,
+                        after: Annotated[int, Query(ge=0)] = 0,
+                        max_s: Annotated[float | None, Query(
+                            gt=0, le=86400, description="close the stream after this long")] = None,
+                        last_event_id: Annotated[str | None, Header()] = None):
+        if last_event_id is not None:
+            if not last_event_id.isdigit():
+                raise ApiError(400, "invalid Last-Event-ID", "expected a stream seq")
+            after = max(after, int(last_event_id))
+        stream = sse_stream(backend, metrics, room, after, max_s, stopping)
+        return StreamingResponse(stream, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # --- operations --------------------------------------------------------------------------------
+
+    @app.get("/healthz", response_model=model.Health, summary="The process is alive")
+    async def healthz():
+        return {"status": "ok", "detail": None}
+
+    @app.get("/readyz", response_model=model.Health, summary="A JetStream write would succeed now",
+             responses={503: {"model": model.Error, "description": "not ready",
+                              "headers": {"Retry-After": {"schema": {"type": "string"}}}}})
+    async def readyz():
+        ok, why = await backend.ready()
+        metrics.ready.set(1 if ok else 0)
+        if not ok:
+            raise ApiError(503, "not ready", why, {"Retry-After": RETRY_AFTER_S})
+        return {"status": "ready", "detail": why}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    async def prometheus():
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi():
+        if app.openapi_schema is None:
+            app.openapi_schema = clean_openapi(get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi
+    wrapped = app.build_middleware_stack
+
+    def build_middleware_stack():  # metrics outermost: it sees the final status of every request
+        return metrics_middleware(wrapped(), metrics)
+
+    app.build_middleware_stack = build_middleware_stack
+    return app
+
+
+def clean_openapi(doc: dict) -> dict:
+    """We answer 400, never 422: drop FastAPI's generated 422 responses and their schemas."""
+    for item in doc.get("paths", {}).values():
+        for op in item.values():
+            op.get("responses", {}).pop("422", None)
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return doc
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` by header or by bytes actually sent."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "invalid Content-Length")
+        if int(declared) > limit:
+            raise ApiError(413, "body too large", f"limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body too large", f"limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def sse_stream(backend: Backend, metrics: Metrics, room: str, after: int,
+                     max_s: float | None, stopping: asyncio.Event):
+    """Server-Sent Events for one subscriber: consistent reads, woken by the room's subject."""
+    wake = asyncio.Event()
+    sub = None
+    cursor = after
+    end = time.monotonic() + max_s if max_s else None
+    retry = []  # quick re-reads after a wake-up: the ack may trail the core message by ms
+    idle = 0
+    metrics.subscribers.inc()
+    try:
+        yield f"retry: 1000\n: subscribed to {room} after {after}\n\n"
+        while not stopping.is_set() and (end is None or time.monotonic() < end):
+            if sub is None and backend.nc is not None and backend.nc.is_connected:
+                try:
+                    async def _wake(_msg):
+                        wake.set()
+                    sub = await backend.nc.subscribe(backend.settings.subject(room), cb=_wake)
+                except Exception:  # noqa: BLE001 - fall back to polling until it works
+                    sub = None
+            try:
+                msgs = await backend.read(room, cursor, 500)
+            except Unavailable:
+                msgs = []
+            for m in msgs:
+                yield f"id: {m['seq']}\nevent: message\ndata: {json.dumps(m)}\n\n"
+                cursor = m["seq"]
+            if len(msgs) == 500:
+                continue
+            if msgs:
+                retry, idle = [], 0
+            wait = retry.pop(0) if retry else SSE_POLL_S
+            if end is not None:
+                wait = max(0.0, min(wait, end - time.monotonic()))
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=wait)
+                wake.clear()
+                retry = [0.005, 0.02, 0.05, 0.1, 0.25]
+            except asyncio.TimeoutError:
+                if not retry:
+                    idle += 1
+                    if idle % SSE_KEEPALIVE_EVERY == 0:
+                        yield ": keep-alive\n\n"
+    finally:
+        metrics.subscribers.dec()
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,81 @@
+"""`twinsite talk serve --site SITE --nats URL[,URL...] --listen HOST:PORT [--stack lab]`.
+
+Runs one gateway under uvicorn (uvloop + httptools). SIGTERM/SIGINT: uvicorn stops accepting,
+finishes in-flight requests (subscribe streams are closed), then the NATS connection is drained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+from .. import topology
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="twinsite talk", description="the talk messaging gateway")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="serve the HTTP API in front of JetStream")
+    s.add_argument("--site", required=True, help="the site this gateway runs in")
+    s.add_argument("--nats", required=True,
+                   help="comma-separated NATS URLs, own site's servers first (tried in order)")
+    s.add_argument("--listen", required=True, metavar="HOST:PORT")
+    s.add_argument("--stack", default="lab", help="topology stack (default: lab)")
+    s.add_argument("--max-body-bytes", type=int, default=None,
+                   help="request body limit (default: messaging.maxBodyBytes of the stack)")
+    s.add_argument("--publish-timeout", type=float, default=None, metavar="SECONDS",
+                   help="JetStream ack timeout (default 2)")
+    s.add_argument("--log-level", default="warning")
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"twinsite talk: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    topo = topology.load_stack(args.stack)
+    try:
+        topo.site(args.site)
+    except KeyError:
+        return _fail(f"--site: unknown site '{args.site}' (sites: "
+                     f"{', '.join(s.name for s in topo.sites)})")
+    urls = [u.strip() for u in args.nats.split(",") if u.strip()]
+    if not urls:
+        return _fail("--nats: at least one URL is required")
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        return _fail(f"--listen: expected HOST:PORT, got '{args.listen}'")
+    if args.max_body_bytes is not None and args.max_body_bytes < 1:
+        return _fail("--max-body-bytes: must be >= 1")
+    if args.publish_timeout is not None and args.publish_timeout <= 0:
+        return _fail("--publish-timeout: must be > 0")
+
+    # Bind ourselves so a busy port is one clear line, not a uvicorn traceback.
+    sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), int(port)))
+    except OSError as e:
+        sock.close()
+        return _fail(f"--listen {args.listen}: {e.strerror or e}")
+
+    import uvicorn
+
+    from .app import create_app
+    from .backend import Settings
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s talk %(message)s")
+    settings = Settings.from_topology(topo, args.site, urls, max_body_bytes=args.max_body_bytes,
+                                      publish_timeout_s=args.publish_timeout)
+    app = create_app(settings)
+    config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
+                            log_level=args.log_level, access_log=False,
+                            timeout_graceful_shutdown=3, server_header=False)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0
