@@ -9,6 +9,7 @@
                    `nats_cluster` first, then the others), waits for /readyz 200 (pass
                    wait_ready=False to skip), and reaps it at the end of the test.
                    `start_gateway.procs[base_url]` is the Popen, `.logs[base_url]` its log path.
+- `shared_gateway` base URL of one pangyo gateway on `nats_cluster` for the whole session.
 """
 
 from __future__ import annotations
@@ -71,24 +72,27 @@ def http_status(url: str, timeout: float = 1.0) -> int:
         return e.code
 
 
-@pytest.fixture
-def start_gateway(request, tmp_path):
-    started: dict[str, object] = {}
-    logs: dict[str, Path] = {}
+class GatewayStarter:
+    """Starts gateway subprocesses and remembers them so `reap_all` can stop every one."""
 
-    def start(site: str, nats_urls: list[str] | None = None, *, cluster=None,
-              extra_args=(), wait_ready: bool = True, timeout: float = 60.0) -> str:
+    def __init__(self, request, log_dir: Path):
+        self.request, self.log_dir = request, log_dir
+        self.procs: dict[str, object] = {}
+        self.logs: dict[str, Path] = {}
+
+    def __call__(self, site: str, nats_urls: list[str] | None = None, *, cluster=None,
+                 extra_args=(), wait_ready: bool = True, timeout: float = 60.0) -> str:
         if nats_urls is None:
-            cluster = cluster or request.getfixturevalue("nats_cluster")
+            cluster = cluster or self.request.getfixturevalue("nats_cluster")
             nats_urls = site_first_urls(cluster, site)
         port = procs.free_port()
         base = f"http://127.0.0.1:{port}"
-        log = tmp_path / f"gateway-{site}-{port}.log"
+        log = self.log_dir / f"gateway-{site}-{port}.log"
         argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", site,
                 "--nats", ",".join(nats_urls), "--listen", f"127.0.0.1:{port}",
                 "--stack", "lab", *extra_args]
         proc = procs.spawn(argv, log=log, cwd=ROOT)
-        started[base], logs[base] = proc, log
+        self.procs[base], self.logs[base] = proc, log
 
         def up() -> bool:
             if proc.poll() is not None:
@@ -99,9 +103,26 @@ def start_gateway(request, tmp_path):
         procs.wait_until(up, timeout, interval=0.1, what=f"gateway {base} ready")
         return base
 
-    start.procs, start.logs = started, logs
-    try:
-        yield start
-    finally:
-        for proc in started.values():
+    def reap_all(self) -> None:
+        for proc in self.procs.values():
             procs.reap(proc, timeout=5.0)
+
+
+@pytest.fixture
+def start_gateway(request, tmp_path):
+    starter = GatewayStarter(request, tmp_path)
+    try:
+        yield starter
+    finally:
+        starter.reap_all()
+
+
+@pytest.fixture(scope="session")
+def shared_gateway(request, tmp_path_factory, nats_cluster) -> str:
+    """Base URL of one pangyo gateway on `nats_cluster`, shared by the whole session (read-mostly
+    tests; do not stop it)."""
+    starter = GatewayStarter(request, tmp_path_factory.mktemp("shared-gateway"))
+    try:
+        yield starter("pangyo", cluster=nats_cluster)
+    finally:
+        starter.reap_all()
