@@ -1,0 +1,154 @@
+"""The gateway under faults, each on its own cluster (the shared one stays healthy):
+quorum loss turns /readyz and POST into 503 and back; losing the stream leader's whole site
+stalls writes only for the election, and every acknowledged message survives."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import pytest
+
+from twinsite import procs
+from conftest import site_first_urls
+
+
+def stream_leader(cluster, stream: str = "TALK") -> str | None:
+    """The server (zone) name leading `stream`, asked of any running server's monitor."""
+    for n in cluster.nodes.values():
+        if not n.running:
+            continue
+        try:
+            jsz = n.monitor("/jsz?accounts=true&streams=true")
+        except (OSError, ValueError):
+            continue
+        for acc in jsz.get("account_details") or []:
+            for st in acc.get("stream_detail") or []:
+                if st.get("name") == stream and (st.get("cluster") or {}).get("leader"):
+                    return st["cluster"]["leader"]
+    return None
+
+
+def status(client, path) -> int:
+    try:
+        return client.get(path).status_code
+    except httpx.HTTPError:
+        return -1
+
+
+def test_readyz_and_post_503_without_quorum(make_cluster, start_gateway):
+    cluster = make_cluster(name="quorum")
+    base = start_gateway("pangyo", cluster=cluster)
+    with httpx.Client(base_url=base, timeout=10) as c:
+        assert c.post("/v1/rooms/q/messages", json={"id": "1", "sender": "s", "body": "b"}
+                      ).status_code == 201
+        lost = [z for z, n in cluster.nodes.items() if n.site != "pangyo"]
+        for z in lost:  # only pangyo's servers remain: 1 of 3 sites, no quorum anywhere
+            cluster.kill_node(z)
+        t0 = time.monotonic()
+        procs.wait_until(lambda: status(c, "/readyz") == 503, 30, what="/readyz 503")
+        print(f"\n/readyz turned 503 {time.monotonic() - t0:.1f}s after losing quorum")
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["error"] == "not ready"
+        r = c.post("/v1/rooms/q/messages", json={"id": "2", "sender": "s", "body": "b"})
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "1" and r.json()["error"] == "jetstream unavailable"
+        assert c.get("/healthz").status_code == 200  # alive, just not ready
+
+        for z in lost:
+            cluster.start_node(z)
+        t0 = time.monotonic()
+        procs.wait_until(lambda: status(c, "/readyz") == 200, 60, what="/readyz 200 again")
+        print(f"/readyz 200 again {time.monotonic() - t0:.1f}s after restart")
+        ok = None
+
+        def posted() -> bool:
+            nonlocal ok
+            ok = c.post("/v1/rooms/q/messages", json={"id": "2", "sender": "s", "body": "b"})
+            return ok.status_code in (200, 201)
+
+        procs.wait_until(posted, 30, interval=0.2, what="a write after quorum is back")
+        ids = [m["id"] for m in c.get("/v1/rooms/q/messages").json()["messages"]]
+        assert ids == ["1", "2"]
+
+
+def test_gateway_starts_before_jetstream(make_cluster, start_gateway, lab_topology, tmp_path):
+    """A gateway pointed at servers that are not up yet keeps retrying and becomes ready."""
+    from twinsite.natscluster import LocalNatsCluster
+    cluster = LocalNatsCluster(lab_topology, tmp_path / "late")
+    cluster.write_configs()
+    base = start_gateway("ansan", site_first_urls(cluster, "ansan"), wait_ready=False)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as c:
+            assert c.get("/readyz").status_code == 503
+            cluster.start(timeout=60)
+            procs.wait_until(lambda: status(c, "/readyz") == 200, 60, what="ready once up")
+            assert c.post("/v1/rooms/late/messages", json={"id": "1", "sender": "s", "body": "b"}
+                          ).status_code == 201
+    finally:
+        cluster.stop()
+
+
+def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
+    cluster = make_cluster(name="failover")
+    # Bring the stream up through a first gateway, then learn where its leader lives.
+    probe = start_gateway("pangyo", cluster=cluster)
+    procs.wait_until(lambda: stream_leader(cluster) is not None, 30, what="a TALK stream leader")
+    leader = stream_leader(cluster)
+    leader_site = cluster.topo.site_of(leader)
+    writer_site = "ansan" if leader_site == "pangyo" else "pangyo"
+    base = start_gateway(writer_site, cluster=cluster) if writer_site != "pangyo" else probe
+
+    room = "fo-" + uuid.uuid4().hex[:8]
+    acked: dict[str, int] = {}
+    ack_times: list[float] = []
+    with httpx.Client(base_url=base, timeout=5) as c:
+        def write(i: int, deadline: float) -> None:
+            """Write message i, resending the same id until acknowledged (idempotent)."""
+            mid = f"m{i}"
+            while time.monotonic() < deadline:
+                try:
+                    r = c.post(f"/v1/rooms/{room}/messages",
+                               json={"id": mid, "sender": "w", "body": f"n{i}"})
+                except httpx.HTTPError:
+                    continue
+                if r.status_code in (200, 201):
+                    acked[mid] = r.json()["seq"]
+                    ack_times.append(time.monotonic())
+                    return
+                assert r.status_code == 503, r.text
+                assert "retry-after" in r.headers
+                time.sleep(0.05)  # a short client back-off, not a wait for a condition
+            raise AssertionError(f"{mid} never acknowledged")
+
+        i = 0
+        t_end = time.monotonic() + 1.5
+        while time.monotonic() < t_end:
+            write(i, time.monotonic() + 10)
+            i += 1
+        before = len(acked)
+        t_kill = time.monotonic()
+        for z, n in cluster.nodes.items():
+            if n.site == leader_site:
+                cluster.kill_node(z)  # SIGKILL
+        deadline = t_kill + 60
+        while len(acked) < before + 20:
+            write(i, deadline)
+            i += 1
+        gaps = [b - a for a, b in zip(ack_times, ack_times[1:])]
+        stall = max(gaps)
+        first_after = next(t for t in ack_times if t > t_kill)
+        print(f"\nleader {leader} ({leader_site}) killed; writes via {writer_site}: "
+              f"stall {stall:.2f}s (first ack {first_after - t_kill:.2f}s after the kill), "
+              f"{len(acked)} acked")
+        new_leader = stream_leader(cluster)
+        assert new_leader and cluster.topo.site_of(new_leader) != leader_site
+
+        got = c.get(f"/v1/rooms/{room}/messages", params={"limit": 1000}).json()["messages"]
+        ids = [m["id"] for m in got]
+        assert len(ids) == len(set(ids)), "duplicates"
+        assert set(acked) <= set(ids), f"lost: {sorted(set(acked) - set(ids))}"
+        assert {m["id"]: m["seq"] for m in got if m["id"] in acked} == acked
+        assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
+        assert ids == [f"m{k}" for k in range(len(ids))]  # written in order, read in order
