@@ -1,0 +1,109 @@
+"""The chaostoolkit extension without a lab: discovery, the driver layer, argument checking."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+from chaoslib.exceptions import ActivityFailed
+
+from twinsite.chaos import actions, probes
+from twinsite.chaos.controls import traffic
+from twinsite.chaos.drivers import get_driver
+
+ACTIONS = {"kill_zone", "cut_power", "restore", "throttle_link", "partition_link", "heal_links"}
+PROBES = {"lab_healthy", "verdict", "verdict_metric"}
+
+
+def test_activities_follow_chaostoolkit_conventions():
+    assert set(actions.__all__) == ACTIONS and set(probes.__all__) == PROBES
+    for mod in (actions, probes):
+        for name in mod.__all__:
+            params = list(inspect.signature(getattr(mod, name)).parameters.values())
+            assert [p.name for p in params[-2:]] == ["configuration", "secrets"], name
+            assert all(p.default is None for p in params[-2:])
+            assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+    sig = inspect.signature(actions.throttle_link)
+    assert sig.parameters["bandwidth_kbit"].default is None
+    assert sig.parameters["jitter_ms"].default == 0
+    assert inspect.signature(actions.kill_zone).parameters["mode"].default == "power"
+
+
+def test_discover_lists_actions_and_probes():
+    import twinsite
+    d = twinsite.discover(discover_system=False)
+    found = {(a["type"], a["name"]) for a in d["activities"]}
+    assert {("action", n) for n in ACTIONS} | {("probe", n) for n in PROBES} == found
+    kill = next(a for a in d["activities"] if a["name"] == "kill_zone")
+    assert kill["mod"] == "twinsite.chaos.actions"
+    assert [a["name"] for a in kill["arguments"]][:2] == ["zone", "mode"]
+    assert d["extension"]["name"] == "twinsite"
+
+
+def test_chaos_discover_cli(tmp_path):
+    out = tmp_path / "discovery.json"
+    r = subprocess.run([sys.executable, "-m", "chaostoolkit", "--no-version-check", "--no-log-file",
+                        "discover", "twinsite", "--no-install", "--no-system-info",
+                        "--discovery-path", str(out)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    names = {a["name"] for a in json.loads(out.read_text())["activities"]}
+    assert ACTIONS | PROBES == names
+
+
+def test_k8s_target_is_a_clear_not_yet():
+    with pytest.raises(ActivityFailed, match="target 'k8s' is not implemented yet"):
+        get_driver({"target": "k8s"})
+    with pytest.raises(ActivityFailed, match="target 'k8s' is not implemented yet"):
+        actions.cut_power("pangyo", configuration={"target": "k8s"})
+    with pytest.raises(ActivityFailed, match="unknown target 'mars'"):
+        probes.lab_healthy(configuration={"target": "mars"})
+
+
+def test_default_target_is_the_lab(monkeypatch):
+    monkeypatch.delenv("TWINSITE_TARGET", raising=False)
+    assert type(get_driver(None)).__name__ == "LabDriver"
+    assert type(get_driver({"target": ""})).__name__ == "LabDriver"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c: actions.kill_zone("pangyo-a", mode="flood", configuration=c), "mode must be one of"),
+    (lambda c: actions.throttle_link("pangyo", "ansan", -5, configuration=c), "latency_ms must be"),
+    (lambda c: actions.throttle_link("pangyo", "ansan", "100", configuration=c),
+     "latency_ms must be"),
+    (lambda c: actions.throttle_link("pangyo", "ansan", 100, bandwidth_kbit=0, configuration=c),
+     "bandwidth_kbit must be"),
+    (lambda c: actions.throttle_link("pangyo", "ansan", 100, jitter_ms=-1, configuration=c),
+     "jitter_ms must be"),
+])
+def test_bad_arguments_fail_before_touching_the_lab(call, message, tmp_path):
+    with pytest.raises(ActivityFailed, match=message):
+        call({"state_dir": str(tmp_path / "no-lab")})
+
+
+def test_actions_on_a_lab_that_is_not_running(tmp_path):
+    c = {"state_dir": str(tmp_path / "no-lab")}
+    with pytest.raises(ActivityFailed, match="the lab is not running"):
+        actions.cut_power("pangyo", configuration=c)
+    assert probes.lab_healthy(configuration=c) is False
+
+
+def test_verdict_needs_the_traffic_control(monkeypatch):
+    monkeypatch.setattr(traffic, "_run", None)
+    with pytest.raises(ActivityFailed, match="declare the control"):
+        probes.verdict()
+    with pytest.raises(ActivityFailed, match="declare the control"):
+        probes.verdict_metric("lost")
+
+
+def test_run_dir_follows_the_journal(monkeypatch, tmp_path):
+    monkeypatch.delenv("TWINSITE_RUN_DIR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["chaos", "run", "--journal-path", str(tmp_path / "j.json"),
+                                      "x.yaml"])
+    assert traffic.run_dir_for({}) == tmp_path
+    monkeypatch.setenv("TWINSITE_RUN_DIR", str(tmp_path / "env"))
+    assert traffic.run_dir_for({}) == tmp_path / "env"
+    assert traffic.run_dir_for({"run_dir": str(tmp_path / "cfg")}) == tmp_path / "cfg"

@@ -1,0 +1,1 @@
+"""chaostoolkit controls of the twinsite extension (`traffic`: the workload around an experiment)."""

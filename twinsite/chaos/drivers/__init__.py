@@ -1,0 +1,46 @@
+"""Fault drivers: the same fault vocabulary realized on different targets.
+
+The chaostoolkit configuration key `target` picks one (`lab`, the default). Drivers share no code:
+the lab driver speaks to the lab supervisor, a future k8s driver would taint nodes and delete pods.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Protocol
+
+from chaoslib.exceptions import ActivityFailed
+
+TARGETS = ("lab", "k8s")
+
+
+class Driver(Protocol):
+    def kill_zone(self, zone: str, mode: str) -> dict: ...
+    def cut_power(self, site: str) -> dict: ...
+    def restore(self, target: str) -> dict: ...
+    def throttle_link(self, a: str, b: str, latency_ms: float, bandwidth_kbit: int | None,
+                      jitter_ms: float) -> dict: ...
+    def partition_link(self, a: str, b: str) -> dict: ...
+    def heal_links(self) -> dict: ...
+    def healthy(self) -> bool: ...
+    def status(self) -> dict: ...
+
+
+def config_value(configuration: Mapping[str, Any] | None, key: str, env: str,
+                 default: Any = None) -> Any:
+    """A configuration key, else an environment variable, else the default ("" counts as unset)."""
+    value = (configuration or {}).get(key)
+    if value in (None, ""):
+        value = os.environ.get(env) or default
+    return value
+
+
+def get_driver(configuration: Mapping[str, Any] | None = None) -> Driver:
+    target = config_value(configuration, "target", "TWINSITE_TARGET", "lab")
+    if target == "lab":
+        from .lab import LabDriver  # imported here: a k8s run must not need the lab's modules
+        return LabDriver(state_dir=config_value(configuration, "state_dir", "TWINSITE_LAB_DIR"))
+    if target == "k8s":
+        raise ActivityFailed("target 'k8s' is not implemented yet (only 'lab' is); "
+                             "set configuration target: lab")
+    raise ActivityFailed(f"unknown target {target!r} (expected one of: {', '.join(TARGETS)})")

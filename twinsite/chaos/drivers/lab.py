@@ -1,0 +1,126 @@
+"""The lab driver: faults on the local lab through its supervisor (`twinsite.lab.LabClient`).
+
+Arguments are checked against the running lab's own status (its sites, zones and links), so a
+typo in an experiment fails with one line naming the bad value instead of a supervisor error.
+"""
+
+from __future__ import annotations
+
+from chaoslib.exceptions import ActivityFailed
+
+MODES = ("power", "kill")
+
+
+class LabDriver:
+    def __init__(self, state_dir: str | None = None):
+        self.state_dir = state_dir or None
+        self._client = None
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    @property
+    def client(self):
+        if self._client is None:
+            from twinsite.lab import LabClient, is_running
+            if not is_running(self.state_dir):
+                raise ActivityFailed("the lab is not running: start it with `twinsite lab up` "
+                                     "(or let `twinsite drill` do it)")
+            self._client = LabClient(self.state_dir)
+        return self._client
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        from twinsite.lab import LabError
+        try:
+            return fn(*args, **kwargs)
+        except LabError as e:
+            raise ActivityFailed(f"{what}: {e}") from None
+
+    def status(self) -> dict:
+        return self._call("lab status", self.client.status)
+
+    def _names(self) -> tuple[set[str], set[str]]:
+        st = self.status()
+        zones = {n["zone"] for n in st.get("nodes", []) if n.get("zone")}
+        sites = set(st.get("sites") or []) | {n["site"] for n in st.get("nodes", []) if n.get("site")}
+        return sites, zones
+
+    def _check_zone(self, zone: str) -> None:
+        _, zones = self._names()
+        if zone not in zones:
+            raise ActivityFailed(f"unknown zone {zone!r} (lab zones: {', '.join(sorted(zones))})")
+
+    def _check_site(self, site: str) -> None:
+        sites, _ = self._names()
+        if site not in sites:
+            raise ActivityFailed(f"unknown site {site!r} (lab sites: {', '.join(sorted(sites))})")
+
+    def _check_endpoint(self, name: str) -> None:
+        sites, zones = self._names()
+        if name not in sites | zones:
+            raise ActivityFailed(f"unknown link end {name!r} (a site or zone of the lab: "
+                                 f"{', '.join(sorted(sites | zones))})")
+
+    # --- faults ----------------------------------------------------------------------------------
+
+    def kill_zone(self, zone: str, mode: str = "power") -> dict:
+        if mode not in MODES:
+            raise ActivityFailed(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self._check_zone(zone)
+        self._call(f"kill_zone {zone}", self.client.kill_zone, zone, mode=mode)
+        return {"zone": zone, "mode": mode}
+
+    def cut_power(self, site: str) -> dict:
+        self._check_site(site)
+        self._call(f"cut_power {site}", self.client.cut_power, site)
+        return {"site": site}
+
+    def restore(self, target: str) -> dict:
+        if target == "all":
+            st = self.status()
+            down = sorted({n["zone"] for n in st.get("nodes", [])
+                           if n.get("zone") and n.get("state") not in ("running", "up")})
+            for zone in down:
+                self._call(f"restore {zone}", self.client.restore, zone)
+            self._call("heal links", self.client.heal)
+            return {"restored": down}
+        sites, zones = self._names()
+        if target not in sites | zones:
+            raise ActivityFailed(f"unknown restore target {target!r} (a site, a zone or 'all')")
+        self._call(f"restore {target}", self.client.restore, target)
+        return {"restored": [target]}
+
+    def throttle_link(self, a: str, b: str, latency_ms: float, bandwidth_kbit: int | None = None,
+                      jitter_ms: float = 0) -> dict:
+        _check_number("latency_ms", latency_ms)
+        _check_number("jitter_ms", jitter_ms)
+        if bandwidth_kbit is not None:
+            _check_number("bandwidth_kbit", bandwidth_kbit, minimum=1)
+        self._check_endpoint(a)
+        self._check_endpoint(b)
+        self._call(f"throttle {a}<->{b}", self.client.throttle, a, b, latency_ms,
+                   bandwidth_kbit=bandwidth_kbit, jitter_ms=jitter_ms)
+        return {"a": a, "b": b, "latency_ms": latency_ms, "bandwidth_kbit": bandwidth_kbit,
+                "jitter_ms": jitter_ms}
+
+    def partition_link(self, a: str, b: str) -> dict:
+        self._check_endpoint(a)
+        self._check_endpoint(b)
+        if a == b:
+            raise ActivityFailed(f"cannot partition {a!r} from itself")
+        self._call(f"partition {a}<->{b}", self.client.partition, a, b)
+        return {"a": a, "b": b}
+
+    def heal_links(self) -> dict:
+        self._call("heal links", self.client.heal)
+        return {"healed": True}
+
+    def healthy(self) -> bool:
+        from twinsite.lab import is_running
+        if not is_running(self.state_dir):
+            return False
+        return bool(self._call("lab health", self.client.is_up))
+
+
+def _check_number(name: str, value, minimum: float = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ActivityFailed(f"{name} must be a number >= {minimum}, got {value!r}")
