@@ -21,5 +21,10 @@ test: setup
 bench: setup
 	$(PY) -m bench
 
+# The main job: every experiment in experiments/ against the lab; report in reports/latest/.
+.PHONY: drill
+drill: setup
+	$(PY) -m twinsite.cli drill
+
 clean:
 	rm -rf $(VENV) reports .pytest_cache
