@@ -39,6 +39,7 @@ class Site:
     zones: tuple[Zone, ...]
     gateway_zones: tuple[str, ...] = ()
     kube_context: str | None = None
+    max_gateway_replicas: int | None = None  # a cluster quota cap; the capacity model decides if unset
 
     @property
     def is_primary(self) -> bool:
@@ -96,6 +97,32 @@ class Gateway:
 
 
 @dataclass(frozen=True)
+class Kubernetes:
+    """How the Pulumi program lays the topology onto clusters (ignored by the lab)."""
+
+    namespace: str = "twinsite"
+    nats_image: str = "nats:2.12.1-alpine"
+    storage_size: str = "10Gi"
+    storage_class: str | None = None  # the cluster's default class when unset
+    nats_cpu: str = "1"
+    nats_memory: str = "2Gi"
+    gateway_cpu: str = "1"
+    gateway_memory: str = "512Mi"
+    gateway_port: int = 8080
+
+
+@dataclass(frozen=True)
+class OpsTool:
+    """Operations tooling (fail-over console, runbooks...) that must survive the loss of a site."""
+
+    name: str
+    image: str
+    sites: tuple[str, ...]
+    replicas: int = 2
+    port: int = 8080
+
+
+@dataclass(frozen=True)
 class Topology:
     stack: str
     sites: tuple[Site, ...]
@@ -104,6 +131,8 @@ class Topology:
     messaging: Messaging
     traffic: Traffic
     gateway: Gateway
+    kubernetes: Kubernetes = Kubernetes()
+    operations: tuple[OpsTool, ...] = ()
 
     @property
     def zones(self) -> tuple[Zone, ...]:
@@ -199,7 +228,8 @@ def from_config(values: Mapping[str, Any], stack: str) -> Topology:
     messaging = _messaging(r)
     traffic = _traffic(r)
     gateway = _gateway(r)
-    topo = Topology(stack, sites, intra, inter, messaging, traffic, gateway)
+    topo = Topology(stack, sites, intra, inter, messaging, traffic, gateway,
+                    _kubernetes(r), _operations(r, sites))
     _check_placement(topo)
     return topo
 
@@ -297,7 +327,10 @@ def _sites(r: _Reader) -> tuple[Site, ...]:
         if role == "primary" and not gateway_zones:
             gateway_zones = [z.name for z in zones]
         kube_context = r.get(item, "kubeContext", p, "str", None)
-        sites.append(Site(name, role, tuple(zones), tuple(gateway_zones), kube_context))
+        max_gw = r.get(item, "maxGatewayReplicas", p, "int", None, minimum=1)
+        if role == "tiebreaker" and max_gw is not None:
+            raise r.fail(f"{p}.maxGatewayReplicas", "a tiebreaker site runs no gateways")
+        sites.append(Site(name, role, tuple(zones), tuple(gateway_zones), kube_context, max_gw))
     if not any(s.is_primary for s in sites):
         raise r.fail("sites", "at least one site must have role 'primary'")
     return tuple(sites)
@@ -383,6 +416,48 @@ def _gateway(r: _Reader) -> Gateway:
                                         minimum=1)),
         replicas_per_zone=r.get(raw, "replicasPerZone", p, "int", d.replicas_per_zone, minimum=1),
     )
+
+
+def _kubernetes(r: _Reader) -> Kubernetes:
+    raw = r.check(r.values.get("kubernetes", {}), "kubernetes", "map")
+    p = "kubernetes"
+    d = Kubernetes()
+    namespace = r.get(raw, "namespace", p, "str", d.namespace)
+    if not NAME_RE.match(namespace):
+        raise r.fail(f"{p}.namespace", f"'{namespace}' is not a DNS-label name (a-z, 0-9, '-')")
+    return Kubernetes(
+        namespace=namespace,
+        nats_image=r.get(raw, "natsImage", p, "str", d.nats_image),
+        storage_size=r.get(raw, "storageSize", p, "str", d.storage_size),
+        storage_class=r.get(raw, "storageClass", p, "str", d.storage_class),
+        nats_cpu=str(r.get(raw, "natsCpu", p, "str", d.nats_cpu)),
+        nats_memory=r.get(raw, "natsMemory", p, "str", d.nats_memory),
+        gateway_cpu=str(r.get(raw, "gatewayCpu", p, "str", d.gateway_cpu)),
+        gateway_memory=r.get(raw, "gatewayMemory", p, "str", d.gateway_memory),
+        gateway_port=r.get(raw, "gatewayPort", p, "int", d.gateway_port, minimum=1),
+    )
+
+
+def _operations(r: _Reader, sites: tuple[Site, ...]) -> tuple[OpsTool, ...]:
+    raw = r.check(r.values.get("operations", []), "operations", "list")
+    primaries = [s.name for s in sites if s.is_primary]
+    tools: list[OpsTool] = []
+    for i, item in enumerate(raw):
+        p = f"operations[{i}]"
+        r.check(item, p, "map")
+        name = r.get(item, "name", p, "str")
+        if not NAME_RE.match(name):
+            raise r.fail(f"{p}.name", f"'{name}' is not a DNS-label name (a-z, 0-9, '-')")
+        if name in {t.name for t in tools}:
+            raise r.fail(f"{p}.name", f"operations tool '{name}' is declared twice")
+        in_sites = r.get(item, "sites", p, "list", primaries)
+        for j, s in enumerate(in_sites):
+            if s not in primaries:
+                raise r.fail(f"{p}.sites[{j}]", f"'{s}' is not a primary site ({', '.join(primaries)})")
+        tools.append(OpsTool(name, r.get(item, "image", p, "str"), tuple(in_sites),
+                             r.get(item, "replicas", p, "int", 2, minimum=1),
+                             r.get(item, "port", p, "int", 8080, minimum=1)))
+    return tuple(tools)
 
 
 def _check_placement(topo: Topology) -> None:

@@ -1,0 +1,171 @@
+"""Stateless workloads of a primary site: the `talk` gateway (capacity-planned, autoscaled) and
+operations tooling. Both spread over zones and hosts and keep a PodDisruptionBudget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from ..capacity import CapacityPlan
+from ..topology import OpsTool, Site, Topology
+from . import common as c
+from .nats import client_address
+
+APP_UID = 10001  # the Dockerfile's user
+
+
+def spread(sel: dict, zones: tuple[str, ...] | None) -> dict:
+    """Pod spec fragment: only the given zones, even over them, and over hosts where possible."""
+    out: dict = {"topology_spread_constraints": [
+        {"max_skew": 1, "topology_key": c.ZONE_KEY, "when_unsatisfiable": "DoNotSchedule",
+         "label_selector": {"match_labels": sel}},
+        {"max_skew": 1, "topology_key": c.HOST_KEY, "when_unsatisfiable": "ScheduleAnyway",
+         "label_selector": {"match_labels": sel}},
+    ]}
+    if zones:
+        out["affinity"] = {"node_affinity": {"required_during_scheduling_ignored_during_execution": {
+            "node_selector_terms": [{"match_expressions": [
+                {"key": c.ZONE_KEY, "operator": "In", "values": list(zones)}]}]}}}
+    return out
+
+
+def nats_urls(topo: Topology, site: Site) -> str:
+    """The site's own servers first-class: a gateway talks to its own site's NATS only."""
+    ns = topo.kubernetes.namespace
+    return ",".join(f"nats://{c.NATS_USER}:$(NATS_PASSWORD)@{client_address(z, ns)}"
+                    for z in site.zone_names)
+
+
+def _container(name: str, image: str, port: int, cpu: str, memory: str, **extra) -> dict:
+    return {
+        "name": name,
+        "image": image,
+        "ports": [{"name": "http", "container_port": port}],
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+        "security_context": c.restricted_container_security(),
+        "liveness_probe": {"http_get": {"path": "/healthz", "port": "http"}, "period_seconds": 10,
+                           "failure_threshold": 3},
+        "readiness_probe": {"http_get": {"path": extra.pop("ready_path", "/healthz"),
+                                         "port": "http"},
+                            "period_seconds": 2, "failure_threshold": 2},
+        "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class GatewayArgs:
+    topo: Topology
+    site: Site
+    capacity: CapacityPlan
+    namespace: str
+    provider: k8s.Provider
+    after: tuple = ()  # create these first (the namespace)
+
+
+class Gateway(pulumi.ComponentResource):
+    """The `talk` gateway of one primary site: Deployment, Service, PDB, HPA."""
+
+    def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("twinsite:talk:Gateway", name, None, opts)
+        topo, site, ns, prov = args.topo, args.site, args.namespace, args.provider
+        kc, gw = topo.kubernetes, topo.gateway
+        sp = args.capacity.site(site.name)
+        lab = c.labels("talk-gateway", f"talk-gateway-{site.name}", "gateway", site.name, site.role,
+                       c.image_version(gw.image), **{c.NATS_CLIENT_LABEL: "true"})
+        sel = c.selector(lab)
+        ann = {c.CAPACITY_ANN: f"{args.capacity.per_replica_msgs_per_s:g}",
+               c.SURGE_ANN: f"{args.capacity.surge_peak_msgs_per_s:g}"}
+        meta = {"name": "talk-gateway", "namespace": ns, "labels": lab, "annotations": ann}
+        container = _container(
+            "talk", gw.image, kc.gateway_port, kc.gateway_cpu, kc.gateway_memory,
+            ready_path="/readyz",  # ready only while a JetStream write would succeed
+            args=["talk", "serve", "--site", site.name, "--stack", topo.stack,
+                  "--nats", nats_urls(topo, site), "--listen", f"0.0.0.0:{kc.gateway_port}"],
+            working_dir=c.STACK_DIR,
+            env=[{"name": "NATS_PASSWORD", "value_from": {"secret_key_ref": {
+                "name": c.CREDENTIALS_SECRET, "key": "client-password"}}}],
+            env_from=[{"config_map_ref": {"name": c.MESSAGING_CONFIGMAP}}],
+        )
+        container["volume_mounts"].append({"name": "stack", "mount_path": c.STACK_DIR,
+                                           "read_only": True})
+        self.deployment = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=meta, spec={
+            "replicas": sp.min_replicas,
+            "selector": {"match_labels": sel},
+            "strategy": {"type": "RollingUpdate",
+                         "rolling_update": {"max_surge": "25%", "max_unavailable": 0}},
+            "template": {"metadata": {"labels": lab}, "spec": {
+                "security_context": c.restricted_pod_security(APP_UID),
+                "termination_grace_period_seconds": 30,  # the gateway drains on SIGTERM
+                "containers": [container],
+                "volumes": [{"name": "tmp", "empty_dir": {}},
+                            {"name": "stack", "config_map": {"name": c.STACK_CONFIGMAP}}],
+                **spread(sel, site.gateway_zones),
+            }},
+        }, opts=c.child(self, prov, depends_on=list(args.after),
+                        # the HPA owns replicas after creation
+                        ignore_changes=["spec.replicas"]))
+        k8s.core.v1.Service(f"{name}-service", metadata=meta, spec={
+            "type": "LoadBalancer", "selector": sel,
+            "ports": [{"name": "http", "port": 80, "target_port": "http"}],
+        }, opts=c.child(self, prov, depends_on=list(args.after)))
+        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=meta, spec={
+            "max_unavailable": "10%", "selector": {"match_labels": sel},
+        }, opts=c.child(self, prov, depends_on=list(args.after)))
+        self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-hpa", metadata=meta, spec={
+            "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment",
+                                 "name": "talk-gateway"},
+            "min_replicas": sp.min_replicas,
+            "max_replicas": sp.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "average_utilization": 70}}}],
+            # Scale up fast (a surge starts in seconds), down slowly.
+            "behavior": {
+                "scale_up": {"stabilization_window_seconds": 0, "policies": [
+                    {"type": "Percent", "value": 100, "period_seconds": 15}]},
+                "scale_down": {"stabilization_window_seconds": 300},
+            },
+        }, opts=c.child(self, prov, depends_on=list(args.after)))
+        self.register_outputs({})
+
+
+@dataclass(frozen=True)
+class OpsToolArgs:
+    topo: Topology
+    site: Site
+    tool: OpsTool
+    namespace: str
+    provider: k8s.Provider
+    after: tuple = ()  # create these first (the namespace)
+
+
+class OperationsTool(pulumi.ComponentResource):
+    """Operations tooling (fail-over console...) in one site: Deployment, Service, PDB."""
+
+    def __init__(self, name: str, args: OpsToolArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("twinsite:operations:Tool", name, None, opts)
+        topo, site, tool, ns, prov = args.topo, args.site, args.tool, args.namespace, args.provider
+        lab = c.labels(tool.name, f"{tool.name}-{site.name}", "operations", site.name, site.role,
+                       c.image_version(tool.image), **{c.NATS_CLIENT_LABEL: "true"})
+        sel = c.selector(lab)
+        meta = {"name": tool.name, "namespace": ns, "labels": lab}
+        container = _container(tool.name, tool.image, tool.port, "100m", "128Mi")
+        k8s.apps.v1.Deployment(f"{name}-deployment", metadata=meta, spec={
+            "replicas": tool.replicas,
+            "selector": {"match_labels": sel},
+            "template": {"metadata": {"labels": lab}, "spec": {
+                "security_context": c.restricted_pod_security(APP_UID),
+                "containers": [container],
+                "volumes": [{"name": "tmp", "empty_dir": {}}],
+                **spread(sel, None),
+            }},
+        }, opts=c.child(self, prov, depends_on=list(args.after)))
+        k8s.core.v1.Service(f"{name}-service", metadata=meta, spec={
+            "selector": sel, "ports": [{"name": "http", "port": 80, "target_port": "http"}],
+        }, opts=c.child(self, prov, depends_on=list(args.after)))
+        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=meta, spec={
+            "max_unavailable": 1, "selector": {"match_labels": sel},
+        }, opts=c.child(self, prov, depends_on=list(args.after)))
+        self.register_outputs({})

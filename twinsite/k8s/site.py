@@ -1,0 +1,111 @@
+"""Per site: its own Kubernetes provider (kube context), namespace, NATS credentials Secret and the
+messaging settings every NATS client of the site reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from ..topology import Site, Topology
+from . import common as c
+from .stackconf import PROJECT_FILE, stack_file
+
+
+class NatsCredentials(pulumi.ComponentResource):
+    """One password for clients, one for routes, shared by every site (it is one NATS cluster).
+
+    Taken from the secret config keys `twinsite:natsPassword` / `twinsite:natsRoutePassword` when
+    set, generated once per stack otherwise; both stay Pulumi secrets end to end.
+    """
+
+    client_password: pulumi.Output[str]
+    route_password: pulumi.Output[str]
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("twinsite:messaging:NatsCredentials", name, None, opts)
+        config = pulumi.Config("twinsite")
+        provider = None
+
+        def password(key: str, logical: str) -> pulumi.Output[str]:
+            nonlocal provider
+            given = config.get_secret(key)
+            if given is not None:
+                return pulumi.Output.secret(given)
+            if provider is None:  # explicit, like every other provider of the program
+                provider = random.Provider(f"{name}-random", opts=pulumi.ResourceOptions(parent=self))
+            # Alphanumeric only: it is spliced into nats:// URLs.
+            pw = random.RandomPassword(logical, length=32, special=False,
+                                       opts=pulumi.ResourceOptions(parent=self, provider=provider))
+            return pulumi.Output.secret(pw.result)
+
+        self.client_password = password("natsPassword", f"{name}-client")
+        self.route_password = password("natsRoutePassword", f"{name}-route")
+        self.register_outputs({})
+
+
+@dataclass(frozen=True)
+class SiteArgs:
+    topo: Topology
+    site: Site
+    credentials: NatsCredentials
+
+
+class SiteCluster(pulumi.ComponentResource):
+    """The site's cluster: provider + namespace + credentials + messaging settings."""
+
+    provider: k8s.Provider
+    namespace: str
+
+    def __init__(self, name: str, args: SiteArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("twinsite:k8s:SiteCluster", name, None, opts)
+        topo, site = args.topo, args.site
+        self.namespace = topo.kubernetes.namespace
+        # Never the ambient default cluster: each site names its kube context.
+        self.provider = k8s.Provider(f"k8s-{site.name}", context=site.kube_context,
+                                     opts=pulumi.ResourceOptions(parent=self))
+        base = c.labels("twinsite", f"twinsite-{site.name}", "site", site.name, site.role)
+        ns = k8s.core.v1.Namespace(
+            f"{site.name}-namespace",
+            metadata={"name": self.namespace, "labels": {
+                **base,
+                # Pod Security Admission: every workload here runs restricted.
+                "pod-security.kubernetes.io/enforce": "restricted"}},
+            opts=c.child(self, self.provider))
+        self.namespace_resource = ns
+        meta = lambda n, comp: {"name": n, "namespace": self.namespace,  # noqa: E731
+                                "labels": c.labels("twinsite", f"twinsite-{site.name}", comp,
+                                                   site.name, site.role)}
+        cred = args.credentials
+        k8s.core.v1.Secret(
+            f"{site.name}-nats-credentials",
+            metadata=meta(c.CREDENTIALS_SECRET, "credentials"),
+            type="Opaque",
+            string_data={"client-user": c.NATS_USER, "client-password": cred.client_password,
+                         "route-user": c.ROUTE_USER, "route-password": cred.route_password},
+            opts=c.child(self, self.provider, depends_on=[ns]))
+        m = topo.messaging
+        k8s.core.v1.ConfigMap(
+            f"{site.name}-messaging",
+            metadata=meta(c.MESSAGING_CONFIGMAP, "messaging-settings"),
+            data={
+                "TWINSITE_SITE": site.name,
+                "TWINSITE_CLUSTER": m.cluster_name,
+                "TWINSITE_STREAM_REPLICAS": str(m.stream_replicas),
+                "TWINSITE_UNIQUE_PLACEMENT": m.unique_placement or "none",
+                "TWINSITE_FSYNC": m.fsync,
+                "TWINSITE_PING_INTERVAL_S": f"{m.ping_interval_s:g}",
+                "TWINSITE_PING_MAX": str(m.ping_max),
+                "TWINSITE_DUPLICATE_WINDOW_S": f"{m.duplicate_window_s:g}",
+                "TWINSITE_MAX_BODY_BYTES": str(m.max_body_bytes),
+            },
+            opts=c.child(self, self.provider, depends_on=[ns]))
+        # The stack file the gateway pods load (`talk serve --stack`), from the same model.
+        k8s.core.v1.ConfigMap(
+            f"{site.name}-stack",
+            metadata=meta(c.STACK_CONFIGMAP, "stack"),
+            data={"Pulumi.yaml": PROJECT_FILE, f"Pulumi.{topo.stack}.yaml": stack_file(topo)},
+            opts=c.child(self, self.provider, depends_on=[ns]))
+        self.register_outputs({})
