@@ -197,7 +197,8 @@ def _check(events: Iterable[dict]) -> dict:
             if s is not None and i not in seq_of:
                 seq_of[i] = s
         elif f == "final-read":
-            final.setdefault(e.get("room"), []).extend(e.get("ids") or [])
+            if e.get("type") == "ok":  # a failed final read leaves the room unread
+                final.setdefault(e.get("room"), []).extend(e.get("ids") or [])
         elif f == "subscribe":
             subscribe_after.setdefault((e.get("process"), e.get("room")), e.get("seq") or 0)
         elif e.get("type") == "fault":

@@ -32,8 +32,10 @@ class HistoryError(ValueError):
 class HistoryWriter:
     """Thread-safe append-only JSONL writer; every line is flushed so a crash keeps what was written."""
 
-    def __init__(self, path, t0: float | None = None):
+    def __init__(self, path, t0: float | None = None, *, keep: bool = False):
+        """`keep=True` also keeps every event in memory for `events()` (a verdict mid-run)."""
         self.path = Path(path)
+        self._kept: list[dict] | None = [] if keep else None
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic() if t0 is None else float(t0)
@@ -51,6 +53,15 @@ class HistoryWriter:
                 event = {**event, "time": round(self.now(), 6)}  # stamped under the lock: file order
             self._f.write(json.dumps(event, separators=(",", ":")) + "\n")
             self._f.flush()
+            if self._kept is not None:
+                self._kept.append(event)
+
+    def events(self) -> list[dict]:
+        """A snapshot of the events written so far (requires keep=True, else read the file)."""
+        with self._lock:
+            if self._kept is not None:
+                return list(self._kept)
+        return read_history(self.path)
 
     def fault(self, name: str, phase: str) -> None:
         if phase not in ("start", "stop"):
