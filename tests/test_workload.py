@@ -1,0 +1,206 @@
+"""The traffic driver against real gateways on a real JetStream cluster, with and without faults,
+judged by the checker; plus its behaviour against endpoints that refuse or never answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from twinsite import procs
+from twinsite.checker import anomalies, check
+from twinsite.history import HistoryWriter, read_history
+from twinsite.workload import (BackgroundTraffic, DriverConfig, TrafficDriver, current,
+                               endpoints_from_lab)
+from twinsite.workload.cli import main as traffic_main, parse_endpoints
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+# --- pure bits -----------------------------------------------------------------------------------
+
+
+def test_endpoints_from_lab_status_shapes():
+    assert endpoints_from_lab({"client_endpoints": {"pangyo": ["http://a:1/", "http://b:2"],
+                                                    "ansan": "http://c:3",
+                                                    "witness": []}}) == \
+        {"pangyo": ["http://a:1", "http://b:2"], "ansan": ["http://c:3"]}
+    assert endpoints_from_lab({"client_endpoints": {"p": {"p-a": "http://a:1"},
+                                                    "q": [{"url": "http://q:1"}]}}) == \
+        {"p": ["http://a:1"], "q": ["http://q:1"]}
+    assert endpoints_from_lab({}) == {}
+
+
+def test_config_and_cli_reject_bad_input(capsys):
+    with pytest.raises(ValueError, match="no client endpoints"):
+        DriverConfig(endpoints={}, rate=10, rooms=1).validate()
+    with pytest.raises(ValueError, match="rate"):
+        DriverConfig(endpoints={"a": ["http://x"]}, rate=0, rooms=1).validate()
+    assert parse_endpoints(["a=http://x:1/", "a=http://y:2"]) == {"a": ["http://x:1", "http://y:2"]}
+    with pytest.raises(ValueError, match="SITE=http"):
+        parse_endpoints(["nourl"])
+    assert traffic_main(["run", "--duration", "1", "--rate", "5", "--history", "/tmp/never.jsonl",
+                         "--endpoint", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SITE=http" in err
+    assert traffic_main(["run", "--duration", "0", "--rate", "5", "--history", "x",
+                         "--endpoint", "a=http://127.0.0.1:1"]) == 2
+
+
+# --- against endpoints that refuse or never answer (no cluster needed) --------------------------
+
+
+def test_refused_and_silent_endpoints_are_recorded_as_fail_info_and_overload(tmp_path):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepts connections (kernel backlog) and never answers: a silent site
+    refused_port = procs.free_port()  # nothing listens: connection refused
+    try:
+        cfg = DriverConfig(endpoints={"a": [f"http://127.0.0.1:{silent.getsockname()[1]}"],
+                                      "b": [f"http://127.0.0.1:{refused_port}"]},
+                           rate=40, rooms=2, subscribers=1, request_timeout_s=0.3,
+                           max_in_flight=3, settle_s=0, final_read_timeout_s=1,
+                           message_deadline_s=1.0)
+        h = HistoryWriter(tmp_path / "h.jsonl")
+        driver = TrafficDriver(cfg, h)
+        t0 = time.monotonic()
+        asyncio.run(driver.run(1.0))
+        h.close()
+        assert time.monotonic() - t0 < 15  # deadlines bound the run even when nothing answers
+    finally:
+        silent.close()
+    events = read_history(tmp_path / "h.jsonl")
+    sends = [e for e in events if e.get("f") == "send"]
+    errors = {e["error"] for e in sends if e["type"] in ("fail", "info")}
+    assert "client-overload" in errors and "timeout" in errors and "connection refused" in errors
+    assert not any(e["type"] == "ok" for e in sends)
+    # the same id was retried on the other site
+    by_id: dict[str, set] = {}
+    for e in sends:
+        if e["type"] == "invoke":
+            by_id.setdefault(e["id"], set()).add(e["site"])
+    assert any(sites == {"a", "b"} for sites in by_id.values())
+    assert [e["type"] for e in events if e.get("f") == "final-read"] == ["fail", "fail"]
+    v = check(events)
+    assert v["acked"] == 0 and v["attempted"] == 40 and v["failed"] + v["indeterminate"] == 40
+    assert anomalies(v) == ["unread_rooms"] and v["unread_rooms"] == 2
+    assert driver.stats.overload > 0 and driver.stats.scheduled == 40
+
+
+# --- against real gateways ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_sites(nats_cluster, start_gateway):
+    return {"pangyo": [start_gateway("pangyo", cluster=nats_cluster)],
+            "ansan": [start_gateway("ansan", cluster=nats_cluster)]}
+
+
+def test_driver_against_real_gateways_is_clean(two_sites, tmp_path):
+    cfg = DriverConfig(endpoints=two_sites, rate=60, rooms=4, subscribers=2, settle_s=0.5)
+    h = HistoryWriter(tmp_path / "h.jsonl")
+    driver = TrafficDriver(cfg, h)
+    asyncio.run(driver.run(3.0))
+    h.close()
+    events = read_history(tmp_path / "h.jsonl")
+    v = check(events)
+    assert anomalies(v) == [], v
+    assert v["attempted"] == 180 and v["acked"] == 180 and v["failed"] == v["indeterminate"] == 0
+    assert v["rooms_read"] == 4 and v["subscribers"] == 2
+    assert v["deliveries"] == 2 * 45  # rooms 0 and 1 each got 45 messages, every one delivered
+    sites = {e["site"] for e in events if e.get("f") == "send" and e["type"] == "ok"}
+    assert sites == {"pangyo", "ansan"}  # rooms alternate home sites
+    oks = [e for e in events if e.get("f") == "send" and e["type"] == "ok"]
+    assert all(isinstance(e["seq"], int) and e["seq"] > 0 for e in oks)
+
+
+def test_traffic_cli_then_check_cli(two_sites, tmp_path):
+    hist = tmp_path / "cli.jsonl"
+    argv = ["run", "--duration", "1.5", "--rate", "40", "--rooms", "2", "--subscribers", "1",
+            "--history", str(hist), "--settle", "0.2", "--json"]
+    for site, urls in two_sites.items():
+        argv += ["--endpoint", f"{site}={urls[0]}"]
+    r = subprocess.run([sys.executable, "-m", "twinsite.cli", "traffic", *argv], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)
+    assert stats["scheduled"] == 60 and stats["acked"] == 60 and stats["rooms_read"] == 2
+    r = subprocess.run([sys.executable, "-m", "twinsite.cli", "check", str(hist), "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["acked"] == 60
+
+
+def _acked(bg) -> int:
+    return sum(1 for e in bg.events() if e.get("f") == "send" and e.get("type") == "ok")
+
+
+def test_background_traffic_bridges_a_killed_gateway(two_sites, start_gateway, tmp_path):
+    """One site's only gateway dies (connection refused): senders fail over to the other site with
+    the same ids, nothing acknowledged is lost, and the fault window is in the history."""
+    cfg = DriverConfig(endpoints=two_sites, rate=50, rooms=4, subscribers=2, settle_s=0.5)
+    bg = BackgroundTraffic(cfg, tmp_path / "h.jsonl")
+    assert current() is None
+    bg.start()
+    try:
+        assert current() is bg
+        procs.wait_until(lambda: _acked(bg) >= 20, 20, what="20 acks before the fault")
+        bg.mark_fault("gateway-kill:ansan", "start")
+        procs.reap(start_gateway.procs[two_sites["ansan"][0]], sig=9)
+        n = _acked(bg)
+        procs.wait_until(lambda: _acked(bg) >= n + 50, 20, what="50 acks during the fault")
+        bg.mark_fault("gateway-kill:ansan", "stop")
+        n = _acked(bg)
+        procs.wait_until(lambda: _acked(bg) >= n + 20, 20, what="20 acks after the fault")
+    finally:
+        bg.stop()
+    assert current() is None
+    events = bg.events()
+    v = check(events)
+    assert anomalies(v) == [], v
+    assert v["lost"] == 0 and v["acked"] == v["attempted"]  # every message found its way
+    assert v["latency_during"]["count"] > 0 and v["faults"][0]["stop"] is not None
+    refused = [e for e in events if e.get("error") == "connection refused"]
+    assert refused and all(e["site"] == "ansan" and e["type"] == "fail" for e in refused)
+    retried = {e["id"] for e in refused}
+    ok_sites = {e["id"]: e["site"] for e in events if e.get("f") == "send" and e["type"] == "ok"}
+    assert all(ok_sites[i] == "pangyo" for i in retried)  # same id, acknowledged by the other site
+    assert bg.stats["rooms_read"] == 4
+
+
+def test_killing_the_stream_leader_zone_loses_nothing(make_cluster, start_gateway, tmp_path):
+    """kill -9 of the nats-server leading the TALK stream: writes stall for the election, the driver
+    retries the same ids across sites, and every acknowledged message is in the final read."""
+    from test_talk_faults import stream_leader
+    cluster = make_cluster(name="leader")
+    eps = {"pangyo": [start_gateway("pangyo", cluster=cluster)],
+           "ansan": [start_gateway("ansan", cluster=cluster)]}
+    cfg = DriverConfig(endpoints=eps, rate=40, rooms=4, subscribers=2, settle_s=1.0)
+    bg = BackgroundTraffic(cfg, tmp_path / "h.jsonl")
+    bg.start()
+    try:
+        procs.wait_until(lambda: _acked(bg) >= 20 and stream_leader(cluster), 30,
+                         what="traffic flowing and a TALK stream leader")
+        leader = stream_leader(cluster)
+        bg.mark_fault(f"zone-kill:{leader}", "start")
+        cluster.kill_node(leader)
+        n = _acked(bg)
+        procs.wait_until(lambda: _acked(bg) >= n + 40, 60, what="40 acks after the leader's death")
+        cluster.start_node(leader)
+        bg.mark_fault(f"zone-kill:{leader}", "stop")
+        n = _acked(bg)
+        procs.wait_until(lambda: _acked(bg) >= n + 20, 30, what="20 acks after the restart")
+    finally:
+        bg.stop()
+    v = check(bg.events())
+    print(f"\nleader {leader} killed: max_unavailable_s={v['max_unavailable_s']} "
+          f"p99_during={v['p99_during_ms']}ms acked={v['acked']} failed={v['failed']} "
+          f"indeterminate={v['indeterminate']} recovered={v['recovered']}")
+    assert v["lost"] == 0 and v["duplicates"] == 0 and v["order_violations"] == 0
+    assert anomalies(v) == [], v
+    assert v["acked"] > 80
