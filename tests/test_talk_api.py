@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 
 import httpx
@@ -228,3 +229,15 @@ def test_cli_rejects_bad_arguments():
         p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_drains_and_exits_cleanly(start_gateway):
+    base = start_gateway("ansan")
+    with httpx.Client(base_url=base, timeout=10) as c:
+        assert post(c, room(), "before-term").status_code == 201
+    proc = start_gateway.procs[base]
+    proc.terminate()
+    # uvicorn re-raises the signal after its graceful shutdown: exit by SIGTERM, not a crash
+    assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
+    log = start_gateway.logs[base].read_text()
+    assert "NATS connection drained" in log and "Traceback" not in log

@@ -109,7 +109,8 @@ class Backend:
                     reconnect_time_wait=s.reconnect_wait_s, connect_timeout=1,
                     ping_interval=s.ping_interval_s, max_outstanding_pings=s.ping_max,
                     error_cb=self._on_error, disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected)
+                    reconnected_cb=self._on_reconnected,
+                    skip_subject_validation=True)  # rooms are validated before use (hot path)
                 self.nc = nc
                 self.hooks.connected(True)
             except Exception as e:  # noqa: BLE001 - servers not up yet: keep trying
@@ -151,6 +152,7 @@ class Backend:
                 await asyncio.wait_for(self.nc.drain(), timeout=5)
             except Exception:  # noqa: BLE001 - best effort on the way out
                 await self.nc.close()
+            log.warning("NATS connection drained; gateway stopped")
         self.hooks.connected(False)
 
     # --- stream ----------------------------------------------------------------------------------

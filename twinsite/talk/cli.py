@@ -75,7 +75,8 @@ def main(argv: list[str]) -> int:
     app = create_app(settings)
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
                             log_level=args.log_level, access_log=False,
-                            timeout_graceful_shutdown=3, server_header=False)
+                            timeout_graceful_shutdown=3, server_header=False,
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
     return 0
