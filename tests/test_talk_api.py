@@ -115,8 +115,9 @@ def test_subscribe_live_and_resume(gw):
     with gw.stream("GET", f"/v1/rooms/{rm}/subscribe", params={"max_s": 20},
                    headers={"Last-Event-ID": str(seqs[1])}) as s:
         assert [e[0] for e in sse_events(s.iter_lines(), 1)] == seqs[2:]
-    bad = gw.get(f"/v1/rooms/{rm}/subscribe", headers={"Last-Event-ID": "x"})
-    assert bad.status_code == 400 and bad.json()["error"]
+    for bad_id in (b"x", "²".encode(), b"-1"):
+        bad = gw.get(f"/v1/rooms/{rm}/subscribe", headers={"Last-Event-ID": bad_id})
+        assert bad.status_code == 400 and bad.json()["error"]
 
 
 @pytest.mark.parametrize("content, why", [
@@ -185,6 +186,21 @@ def test_max_body_bytes_flag(start_gateway):
         assert post(c, room(), "l", body="x" * 400).status_code == 413
 
 
+def test_odd_paths_and_headers(gw):
+    r = gw.post(f"/v1/rooms/{room()}/messages%0A", json={"id": "a", "sender": "b", "body": "c"})
+    assert r.status_code < 500 and r.headers["content-type"] == "application/json"
+    # a Content-Length httpx refuses to send: talk raw HTTP
+    import socket
+    host, port = str(gw.base_url).removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST /v1/rooms/{room()}/messages HTTP/1.1\r\nHost: x\r\n".encode()
+                     + "Content-Length: ²\r\nConnection: close\r\n\r\n{}".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+
+
 def test_unknown_route_and_method_are_json(gw):
     r = gw.get("/nope")
     assert r.status_code == 404 and r.json()["error"]
@@ -223,7 +239,8 @@ def test_cli_rejects_bad_arguments():
     import subprocess
     import sys
     for args, needle in ((["--site", "nowhere"], "unknown site"),
-                         (["--site", "pangyo", "--listen", "nohost"], "--listen")):
+                         (["--site", "pangyo", "--listen", "nohost"], "--listen"),
+                         (["--site", "pangyo", "--listen", "127.0.0.1:²"], "--listen")):
         argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--nats",
                 "nats://127.0.0.1:1", "--listen", "127.0.0.1:0", *args]
         p = subprocess.run(argv, capture_output=True, text=True, timeout=30)

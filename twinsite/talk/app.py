@@ -193,7 +193,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
                             gt=0, le=86400, description="close the stream after this long")] = None,
                         last_event_id: Annotated[str | None, Header()] = None):
         if last_event_id is not None:
-            if not last_event_id.isdigit():
+            if not DECIMAL.fullmatch(last_event_id):
                 raise ApiError(400, "invalid Last-Event-ID", "expected a stream seq")
             after = max(after, int(last_event_id))
         stream = sse_stream(backend, metrics, room, after, max_s, stopping)
@@ -252,7 +252,7 @@ def clean_openapi(doc: dict) -> dict:
 async def read_limited(content_length: str | None, receive, limit: int) -> bytes:
     """The request body, refusing (413) anything over `limit` by header or by bytes actually sent."""
     if content_length is not None:
-        if not content_length.isdigit():
+        if not DECIMAL.fullmatch(content_length):
             raise ApiError(400, "invalid Content-Length")
         if int(content_length) > limit:
             raise ApiError(413, "body too large", f"limit is {limit} bytes")
@@ -291,7 +291,8 @@ async def accept_message(backend: Backend, room: str, content_length: str | None
     return (200 if dup else 201), {"room": room, "id": msg.id, "seq": seq}, {}
 
 
-POST_PATH = re.compile(r"^/v1/rooms/([A-Za-z0-9_-]{1,64})/messages$")
+POST_PATH = re.compile(r"/v1/rooms/([A-Za-z0-9_-]{1,64})/messages")  # used with fullmatch
+DECIMAL = re.compile(r"[0-9]{1,18}")  # str.isdigit() also accepts '²', which int() refuses
 POST_ROUTE = SimpleNamespace(path="/v1/rooms/{room}/messages")  # the metrics label
 
 
@@ -302,7 +303,7 @@ def fast_post(app, backend: Backend):
 
     async def middleware(scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST":
-            m = POST_PATH.match(scope["path"])
+            m = POST_PATH.fullmatch(scope["path"])
             if m:
                 scope["route"] = POST_ROUTE
                 length = next((v.decode("latin-1") for k, v in scope["headers"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import socket
 import sys
 
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
     if not urls:
         return _fail("--nats: at least one URL is required")
     host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
         return _fail(f"--listen: expected HOST:PORT, got '{args.listen}'")
     if args.max_body_bytes is not None and args.max_body_bytes < 1:
         return _fail("--max-body-bytes: must be >= 1")
