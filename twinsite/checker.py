@@ -111,10 +111,10 @@ def check(events: Iterable[dict]) -> dict:
 def _check(events: Iterable[dict]) -> dict:
     evs = _in_time_order(events)
 
-    # id -> [time of first invoke, room, process of first invoke, open attempts, outcome]
+    # id -> [time of first invoke, room, process of first invoke, open attempts, outcome,
+    #        seq of the first ok, time of the first ok]
     # outcome: 0 = only fails so far, 1 = some info, 2 = acked
     ops: dict = {}
-    ack_time: dict = {}                   # id -> time of its first ok
     attempts = 0
     malformed = 0
     malformed_ids: list = []
@@ -133,7 +133,7 @@ def _check(events: Iterable[dict]) -> dict:
     final: dict = {}
     deliveries: list[tuple] = []            # (process, room, id, seq, time)
     subscribe_after: dict[tuple, int] = {}  # (process, room) -> after seq
-    seq_of: dict = {}
+    seq_of: dict = {}                       # id -> seq, from deliveries
     faults: list[dict] = []
 
     for e in evs:
@@ -152,7 +152,7 @@ def _check(events: Iterable[dict]) -> dict:
                 if op is None:
                     room = e.get("room")
                     proc = e.get("process")
-                    ops[i] = [t, room, proc, 1, 0]
+                    ops[i] = [t, room, proc, 1, 0, None, None]
                     lst = acks_by.get((room, proc))
                     if lst:
                         mark_ids.append(i)
@@ -173,12 +173,10 @@ def _check(events: Iterable[dict]) -> dict:
                 if span_open is not None and t - span_open > max_unavail:
                     max_unavail = t - span_open
                 span_open = t if n_open else None
-                s = e.get("seq")
-                if s is not None:
-                    seq_of[i] = s
                 if op[4] != 2:
                     op[4] = 2
-                    ack_time[i] = t
+                    op[5] = e.get("seq")
+                    op[6] = t
                     k2 = (op[1], op[2])
                     lst = acks_by.get(k2)
                     if lst is None:
@@ -194,7 +192,7 @@ def _check(events: Iterable[dict]) -> dict:
             i = e.get("id")
             s = e.get("seq")
             deliveries.append((e.get("process"), e.get("room"), i, s, e.get("time", 0.0)))
-            if s is not None and i not in seq_of:
+            if s is not None:
                 seq_of[i] = s
         elif f == "final-read":
             if e.get("type") == "ok":  # a failed final read leaves the room unread
@@ -210,26 +208,31 @@ def _check(events: Iterable[dict]) -> dict:
         max_unavail = max(max_unavail, last_send_time - span_open)
 
     # --- classify logical operations ---------------------------------------------------------------
-    acked = len(ack_time)
+    acked = sum(1 for op in ops.values() if op[4] == 2)
     indeterminate_ids = [i for i, op in ops.items() if op[4] == 1]
     failed = len(ops) - acked - len(indeterminate_ids)
 
     # --- final read: positions, duplicates, unexpected -------------------------------------------
-    home_pos: dict = {}      # id -> position in the final read of the room it was sent to
+    # pos: id -> a global position (increasing through each room's read: order within a room is
+    # all that is compared); one setdefault both records the first occurrence and spots a repeat
+    home_pos: dict = {}
     stray: dict = {}         # id -> room, for ids stored in a room they were never sent to
     dup_ids: list = []
     duplicates = 0
+    seen_twice: set = set()
     unexpected = 0
     unexpected_ids: list = []
     failed_present = 0
     failed_present_ids: list = []
     recovered = 0
     recovered_ids: list = []
-    seen_twice: set = set()
     ops_get = ops.get
+    setpos = home_pos.setdefault
+    g = 0
     for room, ids in final.items():
-        for p, i in enumerate(ids):
-            if i in home_pos or i in stray:
+        for i in ids:
+            g += 1
+            if setpos(i, g) != g:
                 if i not in seen_twice:
                     seen_twice.add(i)
                     duplicates += 1
@@ -243,7 +246,6 @@ def _check(events: Iterable[dict]) -> dict:
                 if len(unexpected_ids) < MAX_IDS:
                     unexpected_ids.append(i)
                 continue
-            home_pos[i] = p
             o = op[4]
             if o == 1:
                 recovered += 1
@@ -253,15 +255,35 @@ def _check(events: Iterable[dict]) -> dict:
                 failed_present += 1
                 if len(failed_present_ids) < MAX_IDS:
                     failed_present_ids.append(i)
+    for i in stray:  # home_pos keeps only ids stored in the room they were sent to
+        del home_pos[i]
 
-    # --- lost ---------------------------------------------------------------------------------------
+    # --- lost, and latency split by fault windows -------------------------------------------------
     lost = 0
     lost_ids: list = []
     sent_rooms = {op[1] for op in ops.values()}
     unread = {r for r in sent_rooms if r not in final}
-    for i in ack_time:
+    windows = _fault_windows(faults)
+    first_fault = windows[0][0] if windows else math.inf
+    starts = [a for a, _ in windows]
+    all_ms: list[float] = []
+    before: list[float] = []
+    during: list[float] = []
+    after: list[float] = []
+    for i, op in ops.items():
+        if op[4] != 2:
+            continue
+        t_inv = op[0]
+        ms = (op[6] - t_inv) * 1000.0
+        all_ms.append(ms)
+        if t_inv < first_fault:
+            before.append(ms)
+        elif t_inv <= windows[bisect_right(starts, t_inv) - 1][1]:
+            during.append(ms)
+        else:
+            after.append(ms)
         if i not in home_pos:
-            if unread and ops[i][1] in unread:
+            if unread and op[1] in unread:
                 continue  # cannot be verified: reported as an unread room
             lost += 1
             if len(lost_ids) < MAX_IDS:
@@ -298,43 +320,26 @@ def _check(events: Iterable[dict]) -> dict:
             delivery_unexpected += 1
             if len(delivery_unexpected_ids) < MAX_IDS:
                 delivery_unexpected_ids.append(i)
-        a = ack_time.get(i)
-        if a is not None:
-            lags.append(max(0.0, (t - a) * 1000.0))
+        op = ops_get(i)
+        if op is not None and op[4] == 2:
+            lags.append(max(0.0, (t - op[6]) * 1000.0))
     subscribers = set(subscribe_after) | set(delivered)
     missing_set: set = set()
     for proc, room in subscribers:
         ids = final.get(room)
         if not ids:
             continue
-        after = subscribe_after.get((proc, room), 0)
+        after_seq = subscribe_after.get((proc, room), 0)
         got = delivered.get((proc, room), ())
         for i in ids:
             if i not in got and i not in missing_set:
-                s = seq_of.get(i)
-                if s is None or s > after:
+                op = ops_get(i)
+                s = op[5] if op is not None and op[5] is not None else seq_of.get(i)
+                if s is None or s > after_seq:
                     missing_set.add(i)
     missing_ids = [i for ids in final.values() for i in ids if i in missing_set][:MAX_IDS] \
         if missing_set else []
 
-    # --- latency, split by fault windows ----------------------------------------------------------
-    windows = _fault_windows(faults)
-    first_fault = windows[0][0] if windows else math.inf
-    starts = [a for a, _ in windows]
-    all_ms: list[float] = []
-    before: list[float] = []
-    during: list[float] = []
-    after: list[float] = []
-    for i, t_ack in ack_time.items():
-        t_inv = ops[i][0]
-        ms = (t_ack - t_inv) * 1000.0
-        all_ms.append(ms)
-        if t_inv < first_fault:
-            before.append(ms)
-        elif t_inv <= windows[bisect_right(starts, t_inv) - 1][1]:
-            during.append(ms)
-        else:
-            after.append(ms)
     overall = _stats(all_ms)
     lat_during = _stats(during)
     lags.sort()
