@@ -4,6 +4,8 @@ stalls writes only for the election, and every acknowledged message survives."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
 
@@ -103,6 +105,21 @@ def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
     room = "fo-" + uuid.uuid4().hex[:8]
     acked: dict[str, int] = {}
     ack_times: list[float] = []
+    delivered: list[tuple[int, str]] = []  # (seq, id) seen by a live subscriber across the fault
+    stop = threading.Event()
+
+    def subscriber():
+        with httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=30)) as sc:
+            with sc.stream("GET", f"/v1/rooms/{room}/subscribe", params={"max_s": 120}) as s:
+                for line in s.iter_lines():
+                    if line.startswith("data: "):
+                        m = json.loads(line[6:])
+                        delivered.append((m["seq"], m["id"]))
+                    if stop.is_set():
+                        return
+
+    sub = threading.Thread(target=subscriber, daemon=True)
+    sub.start()
     with httpx.Client(base_url=base, timeout=5) as c:
         def write(i: int, deadline: float) -> None:
             """Write message i, resending the same id until acknowledged (idempotent)."""
@@ -152,3 +169,40 @@ def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
         assert {m["id"]: m["seq"] for m in got if m["id"] in acked} == acked
         assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
         assert ids == [f"m{k}" for k in range(len(ids))]  # written in order, read in order
+
+        # the live subscriber saw every acknowledged message, once, in order, despite the fault
+        try:
+            procs.wait_until(lambda: set(acked) <= {i for _, i in delivered}, 30,
+                             what="the subscriber to catch up")
+        finally:
+            stop.set()
+            c.post(f"/v1/rooms/{room}/messages", json={"id": "end", "sender": "w", "body": ""})
+            sub.join(timeout=35)
+        seen = [i for _, i in delivered]
+        assert len(seen) == len(set(seen)) and [q for q, _ in delivered] == sorted(
+            q for q, _ in delivered)
+
+
+def test_many_gateways_create_one_stream_one_replica_per_site(make_cluster, start_gateway):
+    cluster = make_cluster(name="race")
+    bases = [start_gateway(site, cluster=cluster, wait_ready=False)
+             for site in ("pangyo", "ansan", "pangyo", "ansan")]  # all racing to create TALK
+    with httpx.Client(timeout=10) as c:
+        for b in bases:
+            procs.wait_until(lambda b=b: status(c, b + "/readyz") == 200, 60, what=f"{b} ready")
+        for i, b in enumerate(bases):
+            assert c.post(f"{b}/v1/rooms/race/messages",
+                          json={"id": f"g{i}", "sender": "s", "body": "b"}).status_code == 201
+    details = []
+    for n in cluster.nodes.values():
+        jsz = n.monitor("/jsz?accounts=true&streams=true&config=true")
+        for acc in jsz.get("account_details") or []:
+            details += [st for st in acc.get("stream_detail") or [] if st["name"] == "TALK"]
+    assert details, "no TALK stream"
+    st = details[0]
+    assert st["config"]["num_replicas"] == 3 and st["config"]["allow_direct"] is True
+    # each member reports the *other* peers as replicas: the union is the peer group
+    peers = {d["cluster"]["leader"] for d in details} | {
+        r["name"] for d in details for r in d["cluster"].get("replicas", [])}
+    assert len(peers) == 3, peers
+    assert sorted(cluster.topo.site_of(p) for p in peers) == ["ansan", "pangyo", "witness"]
