@@ -1,0 +1,173 @@
+"""The Python client of the lab: start/stop a supervisor and call its control API.
+
+This is the surface the chaos extension uses (`twinsite.lab.up/down/LabClient`). Every failure is
+a `LabError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .. import procs
+from ..topology import load_stack
+from . import state
+from .model import LabError
+
+_spawned: dict[str, subprocess.Popen] = {}  # supervisors we started, to reap them (no zombies)
+
+
+def _call(api: str, method: str, path: str, args: dict | None = None,
+          timeout: float = 10.0) -> dict:
+    u = urlsplit(api)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        body = json.dumps(args or {}).encode() if method == "POST" else None
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        doc = json.loads(r.read() or b"{}")
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        raise LabError(f"lab supervisor at {api} did not answer {path}: {e}") from None
+    finally:
+        conn.close()
+    if r.status != 200:
+        raise LabError(doc.get("error") or f"{path}: HTTP {r.status}")
+    return doc
+
+
+class LabClient:
+    """A handle on a running lab (found through its state dir)."""
+
+    def __init__(self, state_dir: str | None = None):
+        self.dir = state.state_dir(state_dir)
+        st = state.read_state(self.dir)
+        if not st or not st.get("api") or not state.same_process(st.get("supervisor")):
+            raise LabError(f"no lab is running (state dir {self.dir}); start one with "
+                           f"`twinsite lab up`")
+        self.api = st["api"]
+
+    def _op(self, op: str, timeout: float = 30.0, **args) -> dict:
+        return _call(self.api, "POST", f"/op/{op}", args, timeout=timeout)
+
+    def status(self) -> dict:
+        return _call(self.api, "GET", "/status")
+
+    def is_up(self) -> bool:
+        try:
+            return bool(self.status().get("ready"))
+        except LabError:
+            return False
+
+    def kill_zone(self, zone: str, mode: str = "power") -> dict:
+        return self._op("kill_zone", zone=zone, mode=mode)
+
+    def cut_power(self, site: str) -> dict:
+        return self._op("cut_power", site=site)
+
+    def restore(self, target: str, timeout: float = 60.0) -> dict:
+        """Restart the zone's (or site's) processes, heal its links, wait until converged."""
+        return _call(self.api, "POST", "/op/restore", {"target": target, "timeout": timeout},
+                     timeout=timeout + 10)
+
+    def throttle(self, a: str, b: str, latency_ms: float, bandwidth_kbit: int | None = None,
+                 jitter_ms: float = 0) -> dict:
+        return self._op("throttle", a=a, b=b, latency_ms=latency_ms,
+                        bandwidth_kbit=bandwidth_kbit, jitter_ms=jitter_ms)
+
+    def partition(self, a: str, b: str) -> dict:
+        return self._op("partition", a=a, b=b)
+
+    def heal(self, a: str | None = None, b: str | None = None) -> dict:
+        return self._op("heal", a=a, b=b)
+
+
+def is_running(state_dir: str | None = None) -> bool:
+    try:
+        return LabClient(state_dir).is_up()
+    except LabError:
+        return False
+
+
+def up(stack: str = "lab", state_dir: str | None = None, timeout: float = 60,
+       *, die_with_parent: bool = False) -> LabClient:
+    """Start a lab (or find the running one) and return when it is ready.
+
+    `die_with_parent=True` ties the supervisor to the calling thread (tests): if the caller dies,
+    the kernel kills the supervisor, and with it every child.
+    """
+    d = state.state_dir(state_dir)
+    load_stack(stack)  # a bad stack is the topology's one-line error, before anything starts
+    if state.supervisor_alive(d):
+        client = _wait_ready(d, None, timeout)
+        running = client.status().get("stack")
+        if running != stack:
+            raise LabError(f"a lab for stack '{running}' is already running in {d}; "
+                           f"`twinsite lab down` first")
+        return client
+    state.clean(d, wipe=True)  # a stale state dir from a crashed supervisor
+    d.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "twinsite.lab.supervisor", "--stack", stack,
+            "--state-dir", str(d)]
+    proc = procs.spawn(argv, log=d / "supervisor.log", die_with_parent=die_with_parent,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _spawned[str(d)] = proc
+    state.write_json(d / state.SPAWN_FILE, state.record(proc.pid))
+    try:
+        return _wait_ready(d, proc, timeout)
+    except BaseException:
+        down(str(d))
+        raise
+
+
+def _wait_ready(d: Path, proc: subprocess.Popen | None, timeout: float) -> LabClient:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise LabError(f"lab supervisor exited ({proc.returncode}): {_log_tail(d)}")
+        if proc is None and not state.supervisor_alive(d):
+            raise LabError(f"lab supervisor died while starting: {_log_tail(d)}")
+        st = state.read_state(d)
+        if st and st.get("ready"):
+            return LabClient(str(d))
+        if time.monotonic() > deadline:
+            raise LabError(f"lab not ready after {timeout:.0f}s: {_log_tail(d)}")
+        time.sleep(0.02)
+
+
+def _log_tail(d: Path) -> str:
+    try:
+        lines = [ln for ln in (d / "supervisor.log").read_text(errors="replace").splitlines()
+                 if ln.strip()]
+    except OSError:
+        return "no supervisor log"
+    return lines[-1] if lines else "empty supervisor log"
+
+
+def down(state_dir: str | None = None, timeout: float = 10.0) -> None:
+    """Stop the lab; idempotent. Works after a crashed supervisor too (recorded pids)."""
+    d = state.state_dir(state_dir)
+    st = state.read_state(d)
+    sup = state.supervisor_record(d)
+    if st and st.get("api") and state.same_process(sup):
+        try:
+            _call(st["api"], "POST", "/shutdown", timeout=2.0)
+            deadline = time.monotonic() + timeout
+            while state.same_process(sup) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        except LabError:
+            pass
+    elif state.same_process(sup):
+        procs.kill_group(int(sup["pid"]), 15)  # still starting: SIGTERM makes it clean up
+        deadline = time.monotonic() + timeout
+        while state.same_process(sup) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    state.clean(d)  # whatever is left (a crashed or hung supervisor's children): SIGKILL
+    proc = _spawned.pop(str(d), None)
+    if proc is not None:
+        procs.reap(proc, timeout=2.0)

@@ -1,0 +1,499 @@
+"""The lab supervisor: one process owning the NATS servers, the gateways and the link fabric.
+
+`python -m twinsite.lab.supervisor --stack lab --state-dir DIR` (started by `twinsite lab up`).
+Everything runs on one asyncio loop in the main thread; children are spawned from that thread
+only, because PR_SET_PDEATHSIG fires when the *spawning thread* exits. Blocking waits (monitor
+polling) go to worker threads. Faults are serialized by one lock. The control API is a tiny JSON
+over HTTP/1.1 server on a loopback port recorded in `state.json`:
+
+  GET /status                      -> status document
+  POST /op/<name>  {json args}     -> result   (kill_zone, cut_power, restore, throttle, ...)
+  POST /shutdown                   -> {"ok": true}, then everything stops
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .. import procs
+from ..natscluster import HOST, LocalNatsCluster
+from ..topology import LinkSpec, Topology, TopologyError, load_stack
+from . import model, state
+from .fabric import Fabric, Link, Shape
+from .model import LabError
+
+log = logging.getLogger("twinsite.lab")
+PROBE_STREAM = "LAB_PROBE"
+CONVERGE_TIMEOUT_S = 60.0
+
+
+def _shape(spec: LinkSpec) -> Shape:
+    return Shape(spec.latency_ms, spec.jitter_ms, spec.bandwidth_kbit)
+
+
+def _http_status(url: str, timeout: float = 1.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+class Supervisor:
+    def __init__(self, topo: Topology, state_dir: Path):
+        self.topo, self.dir = topo, state_dir
+        self.fabric = Fabric()
+        self.lock = asyncio.Lock()
+        self.cluster = LocalNatsCluster(topo, state_dir / "nats", route_address=self._route_address)
+        self.gateways = model.gateway_plans(topo)
+        gw_ports = procs.free_ports(len(self.gateways))
+        self.gw_port = {g.name: p for g, p in zip(self.gateways, gw_ports)}
+        self.gw_proc: dict[str, subprocess.Popen | None] = {g.name: None for g in self.gateways}
+        self.route_relay: dict[tuple[str, str], str] = {}  # (from, to) -> host:port
+        self.client_relay: dict[tuple[str, str], str] = {}  # (gateway zone, nats zone) -> host:port
+        self.edge: dict[str, str] = {}  # gateway name -> client-facing host:port
+        self.zone_links: dict[str, Link] = {}
+        self.edge_links: dict[str, Link] = {}  # gateway name -> its client edge
+        self.partitioned: set[str] = set()
+        self.powered_off: set[str] = set()
+        self.crashed: set[str] = set()
+        self.ready = False
+        self.api_port = 0
+        self.stopping = asyncio.Event()
+
+    # --- wiring ----------------------------------------------------------------------------------
+
+    def _route_address(self, src: str, dst: str) -> str:
+        return self.route_relay[(src, dst)]
+
+    def default_spec(self, key: str) -> LinkSpec:
+        a, b = key.split("~")
+        return self.topo.link_between_zones(a, b)
+
+    async def build_fabric(self) -> None:
+        for a, b in model.zone_pairs(self.topo):
+            key = model.pair_key(a, b)
+            self.zone_links[key] = self.fabric.link(key, _shape(self.default_spec(key)))
+        nodes = self.cluster.nodes
+        jobs = []
+        for src in nodes:
+            for dst, n in nodes.items():
+                if src != dst:
+                    jobs.append(("route", src, dst, n.cluster_port))
+        for g in self.gateways:
+            for dst, n in nodes.items():
+                if dst != g.zone and (g.zone, dst) not in {(j[1], j[2]) for j in jobs
+                                                          if j[0] == "client"}:
+                    jobs.append(("client", g.zone, dst, n.client_port))
+        for kind, src, dst, port in jobs:
+            link = self.zone_links[model.pair_key(src, dst)]
+            r = await self.fabric.relay(f"{kind}:{src}>{dst}", link, (HOST, port))
+            (self.route_relay if kind == "route" else self.client_relay)[(src, dst)] = r.address
+        for g in self.gateways:  # clients are outside the sites: an unshaped edge per gateway
+            link = self.edge_links[g.name] = self.fabric.link(f"edge~{g.name}")
+            r = await self.fabric.relay(f"edge:{g.name}", link, (HOST, self.gw_port[g.name]))
+            self.edge[g.name] = r.address
+
+    def gateway_nats_urls(self, g: model.GatewayPlan) -> list[str]:
+        """Own zone directly, then the rest of its own site, then other sites, via the fabric."""
+        site = self.topo.site(g.site)
+        order = list(site.zone_names) + [z.name for z in self.topo.zones if z.site != g.site]
+        order.remove(g.zone)
+        return ([self.cluster.nodes[g.zone].client_url]
+                + [f"nats://{self.client_relay[(g.zone, z)]}" for z in order])
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def start_gateway(self, g: model.GatewayPlan) -> None:
+        p = self.gw_proc.get(g.name)
+        if p is not None and p.poll() is None:
+            return
+        logdir = self.dir / "gateways"
+        logdir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", g.site,
+                "--nats", ",".join(self.gateway_nats_urls(g)),
+                "--listen", f"{HOST}:{self.gw_port[g.name]}", "--stack", self.topo.stack]
+        self.gw_proc[g.name] = procs.spawn(argv, log=logdir / f"{g.name}.log")
+
+    def start_zone(self, zone: str) -> None:
+        self.cluster.start_node(zone)
+        for g in self.gateways:
+            if g.zone == zone:
+                self.start_gateway(g)
+        self.write_state()
+
+    def kill_zone_procs(self, zone: str) -> list[str]:
+        killed = []
+        for g in self.gateways:
+            p = self.gw_proc.get(g.name)
+            if g.zone == zone and p is not None and p.poll() is None:
+                procs.reap(p, sig=signal.SIGKILL)
+                killed.append(g.name)
+        if self.cluster.nodes[zone].running:
+            self.cluster.kill_node(zone, signal.SIGKILL)
+            killed.append(zone)
+        self.write_state()
+        return killed
+
+    def children(self) -> dict[str, subprocess.Popen]:
+        out = {f"nats:{z}": n.proc for z, n in self.cluster.nodes.items() if n.proc is not None}
+        out.update({f"gateway:{k}": p for k, p in self.gw_proc.items() if p is not None})
+        return out
+
+    def write_state(self) -> None:
+        doc = {
+            "stack": self.topo.stack,
+            "supervisor": state.record(os.getpid()),
+            "api": f"http://{HOST}:{self.api_port}",
+            "ready": self.ready,
+            "children": {k: state.record(p.pid) for k, p in self.children().items()
+                         if p.poll() is None},
+        }
+        state.write_json(self.dir / state.STATE_FILE, doc)
+
+    async def stop_children(self) -> None:
+        procs_ = [p for p in self.children().values() if p.poll() is None]
+        for p in procs_:
+            procs.kill_group(p, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        while any(p.poll() is None for p in procs_) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for p in procs_:
+            procs.reap(p, timeout=2.0, sig=signal.SIGKILL)
+
+    # --- links -------------------------------------------------------------------------------
+
+    def refresh_links(self) -> None:
+        """Apply silence: partitioned links and every link of a powered-off zone."""
+        for key, link in self.zone_links.items():
+            a, b = key.split("~")
+            link.set_silent(key in self.partitioned or a in self.powered_off
+                            or b in self.powered_off)
+        for g in self.gateways:
+            self.edge_links[g.name].set_silent(g.zone in self.powered_off)
+
+    def heal_keys(self, keys) -> None:
+        for key in keys:
+            self.partitioned.discard(key)
+            self.zone_links[key].set_shape(_shape(self.default_spec(key)))
+        self.refresh_links()
+
+    # --- readiness ---------------------------------------------------------------------------
+
+    async def probe_write(self, timeout: float) -> None:
+        import nats
+
+        nc = await nats.connect(self.cluster.client_urls(), connect_timeout=1,
+                                allow_reconnect=True, max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.1)
+        try:
+            js = nc.jetstream(timeout=2)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    try:
+                        await js.stream_info(PROBE_STREAM)
+                    except Exception:  # noqa: BLE001 - not there yet: create it
+                        await js.add_stream(name=PROBE_STREAM, subjects=["_lab.probe"],
+                                            num_replicas=self.topo.messaging.stream_replicas,
+                                            max_msgs=100)
+                    await js.publish("_lab.probe", b"probe", timeout=2)
+                    return
+                except Exception as e:  # noqa: BLE001 - elections in progress: retry
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"probe stream not writable: {e!r}") from None
+                    await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
+
+    def gateways_ready(self) -> bool:
+        for g in self.gateways:
+            p = self.gw_proc.get(g.name)
+            if p is not None and p.poll() is not None:
+                raise procs.ChildExited(f"gateway {g.name} exited ({p.returncode}); see "
+                                        f"{self.dir / 'gateways' / (g.name + '.log')}")
+            if p is None or _http_status(f"http://{HOST}:{self.gw_port[g.name]}/readyz") != 200:
+                return False
+        return True
+
+    def converged(self) -> bool:
+        """Every node healthy, a meta leader, every stream replica current, every gateway ready."""
+        nodes = self.cluster.nodes
+        if not all(n.running for n in nodes.values()):
+            return False
+        for n in nodes.values():
+            if n.monitor("/healthz").get("status") != "ok":
+                return False
+        leader = self.cluster.meta_leader()
+        if not leader:
+            return False
+        meta = nodes[leader].monitor("/jsz").get("meta_cluster", {})
+        if not all(r.get("current") for r in meta.get("replicas", [])):
+            return False
+        streams: dict[str, str] = {}
+        for n in nodes.values():
+            for acc in n.monitor("/jsz?streams=true").get("account_details", []) or []:
+                for s in acc.get("stream_detail", []) or []:
+                    streams[s["name"]] = (s.get("cluster") or {}).get("leader") or ""
+        for name, sleader in streams.items():
+            if sleader not in nodes:
+                return False
+            for acc in nodes[sleader].monitor("/jsz?streams=true").get("account_details", []):
+                for s in acc.get("stream_detail", []) or []:
+                    if s["name"] != name:
+                        continue
+                    reps = (s.get("cluster") or {}).get("replicas", []) or []
+                    want = s.get("config", {}).get("num_replicas", len(reps) + 1)
+                    if len(reps) < want - 1:
+                        return False
+                    if not all(r.get("current") and not r.get("lag") for r in reps):
+                        return False
+        return self.gateways_ready()
+
+    async def wait_converged(self, timeout: float) -> None:
+        await asyncio.to_thread(procs.wait_until, self.converged, timeout, 0.1,
+                                "the cluster to converge (every replica current)")
+
+    # --- start / stop ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        t0 = time.monotonic()
+        self.api_server = await asyncio.start_server(self.handle, HOST, 0)
+        self.api_port = self.api_server.sockets[0].getsockname()[1]
+        await self.build_fabric()
+        self.cluster.write_configs()
+        for zone in self.cluster.nodes:
+            self.cluster.start_node(zone)
+        for g in self.gateways:
+            self.start_gateway(g)
+        self.write_state()
+        await asyncio.to_thread(self.cluster.wait_ready, 30.0)
+        await self.probe_write(30.0)
+        await asyncio.to_thread(procs.wait_until, self.gateways_ready, 30.0, 0.05,
+                                "every gateway's /readyz")
+        self.ready = True
+        self.write_state()
+        log.warning("lab ready in %.2fs", time.monotonic() - t0)
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        await self.stop_children()
+        await self.fabric.close()
+        try:
+            (self.dir / state.STATE_FILE).unlink()
+        except FileNotFoundError:
+            pass
+
+    # --- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        topo = self.topo
+        nodes = []
+        for z, n in self.cluster.nodes.items():
+            nodes.append({"name": z, "site": n.site, "zone": z, "kind": "nats",
+                          "url": n.client_url, "monitor_url": n.monitor_url,
+                          "pid": n.proc.pid if n.running else None,
+                          "state": "up" if n.running else "down"})
+        for g in self.gateways:
+            p = self.gw_proc.get(g.name)
+            up = p is not None and p.poll() is None
+            nodes.append({"name": g.name, "site": g.site, "zone": g.zone, "kind": "gateway",
+                          "url": f"http://{HOST}:{self.gw_port[g.name]}",
+                          "client_url": f"http://{self.edge[g.name]}",
+                          "pid": p.pid if up else None, "state": "up" if up else "down"})
+        links = []
+        for key, link in self.zone_links.items():
+            a, b = key.split("~")
+            spec = LinkSpec(link.shape.latency_ms, link.shape.jitter_ms, link.shape.bandwidth_kbit)
+            links.append({"a": a, "b": b, "latency_ms": spec.latency_ms,
+                          "jitter_ms": spec.jitter_ms, "bandwidth_kbit": spec.bandwidth_kbit,
+                          "state": model.link_state(spec, self.default_spec(key),
+                                                    key in self.partitioned,
+                                                    a in self.powered_off or b in self.powered_off)})
+        return {
+            "stack": topo.stack,
+            "ready": self.ready,
+            "state_dir": str(self.dir),
+            "api": f"http://{HOST}:{self.api_port}",
+            "supervisor_pid": os.getpid(),
+            "sites": [{"name": s.name, "role": s.role, "zones": list(s.zone_names)}
+                      for s in topo.sites],
+            "zones": {z.name: ("powered-off" if z.name in self.powered_off else
+                               "crashed" if z.name in self.crashed else "up") for z in topo.zones},
+            "nodes": nodes,
+            "links": links,
+            "client_endpoints": {s.name: [f"http://{self.edge[g.name]}" for g in self.gateways
+                                          if g.site == s.name] for s in topo.primary_sites},
+        }
+
+    # --- operations --------------------------------------------------------------------------
+
+    async def op_kill_zone(self, zone: str, mode: str = "power") -> dict:
+        model.check_mode(mode)
+        if zone not in self.cluster.nodes:
+            raise LabError(f"unknown zone '{zone}' (valid: "
+                           f"{', '.join(z.name for z in self.topo.zones)})")
+        if mode == "power":
+            self.powered_off.add(zone)
+            self.refresh_links()  # silence first, so not one FIN or RST escapes the dying zone
+        else:
+            self.crashed.add(zone)
+        killed = self.kill_zone_procs(zone)
+        return {"ok": True, "zone": zone, "mode": mode, "killed": killed}
+
+    async def op_cut_power(self, site: str) -> dict:
+        try:
+            zones = self.topo.site(site).zone_names
+        except KeyError:
+            raise LabError(f"unknown site '{site}' (valid: "
+                           f"{', '.join(s.name for s in self.topo.sites)})") from None
+        self.powered_off.update(zones)
+        self.refresh_links()
+        killed = [k for z in zones for k in self.kill_zone_procs(z)]
+        return {"ok": True, "site": site, "zones": list(zones), "killed": killed}
+
+    async def op_restore(self, target: str, timeout: float = CONVERGE_TIMEOUT_S) -> dict:
+        zones = model.zones_of(self.topo, target)
+        t0 = time.monotonic()
+        for z in zones:
+            self.start_zone(z)
+            self.powered_off.discard(z)
+            self.crashed.discard(z)
+        self.heal_keys([k for k in self.zone_links if set(k.split("~")) & set(zones)])
+        await self.wait_converged(float(timeout))
+        return {"ok": True, "target": target, "zones": list(zones),
+                "converged_s": round(time.monotonic() - t0, 3)}
+
+    async def op_throttle(self, a: str, b: str, latency_ms: float, bandwidth_kbit=None,
+                          jitter_ms: float = 0) -> dict:
+        spec = model.check_shape(latency_ms, bandwidth_kbit, jitter_ms)
+        keys = model.pairs_between(self.topo, a, b)
+        for k in keys:
+            self.zone_links[k].set_shape(_shape(spec))
+        return {"ok": True, "links": keys, "latency_ms": spec.latency_ms,
+                "jitter_ms": spec.jitter_ms, "bandwidth_kbit": spec.bandwidth_kbit}
+
+    async def op_partition(self, a: str, b: str) -> dict:
+        keys = model.pairs_between(self.topo, a, b)
+        self.partitioned.update(keys)
+        self.refresh_links()
+        return {"ok": True, "links": keys, "state": "partitioned"}
+
+    async def op_heal(self, a: str | None = None, b: str | None = None) -> dict:
+        if (a is None) != (b is None):
+            raise LabError("heal: name both ends of a link, or none to heal every link")
+        keys = list(self.zone_links) if a is None else model.pairs_between(self.topo, a, b)
+        self.heal_keys(keys)
+        return {"ok": True, "links": keys, "state": "ok"}
+
+    OPS = ("kill_zone", "cut_power", "restore", "throttle", "partition", "heal")
+
+    async def call(self, op: str, args: dict) -> dict:
+        if op not in self.OPS:
+            raise LabError(f"unknown operation '{op}' (valid: {', '.join(self.OPS)})")
+        if not isinstance(args, dict):
+            raise LabError("arguments must be a JSON object")
+        async with self.lock:
+            try:
+                return await getattr(self, f"op_{op}")(**args)
+            except TypeError as e:
+                raise LabError(f"{op}: bad arguments ({e})") from None
+
+    # --- control API (JSON over HTTP/1.1, one request per connection) ------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        code, body = 500, {"error": "internal error"}
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {k.strip().lower(): v.strip() for k, v in
+                       (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+            raw = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+            args = json.loads(raw) if raw.strip() else {}
+            if method == "GET" and path == "/status":
+                code, body = 200, self.status()
+            elif method == "POST" and path == "/shutdown":
+                code, body = 200, {"ok": True}
+                self.stopping.set()
+            elif method == "POST" and path.startswith("/op/"):
+                code, body = 200, await self.call(path[4:], args)
+            else:
+                code, body = 404, {"error": f"no such endpoint: {method} {path}"}
+        except LabError as e:
+            code, body = 400, {"error": str(e)}
+        except (TimeoutError, procs.ChildExited) as e:
+            code, body = 504, {"error": str(e)}
+        except (ValueError, asyncio.IncompleteReadError) as e:
+            code, body = 400, {"error": f"bad request: {e}"}
+        except Exception as e:  # noqa: BLE001 - the API answers; the supervisor keeps running
+            log.exception("control API")
+            code, body = 500, {"error": f"{type(e).__name__}: {e}"}
+        data = json.dumps(body).encode()
+        try:
+            writer.write(f"HTTP/1.1 {code} X\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                         + data)
+            await writer.drain()
+            writer.close()
+        except OSError:
+            pass
+
+
+async def run(topo: Topology, state_dir: Path) -> int:
+    sup = Supervisor(topo, state_dir)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, sup.stopping.set)
+    try:
+        start = asyncio.create_task(sup.start())
+        stop = asyncio.create_task(sup.stopping.wait())
+        done, _ = await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if start in done:
+            start.result()  # raise a failed start
+            await stop
+        else:
+            start.cancel()
+        return 0
+    except (TimeoutError, procs.ChildExited, OSError) as e:
+        print(f"lab: start failed: {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        await sup.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m twinsite.lab.supervisor")
+    p.add_argument("--stack", default="lab")
+    p.add_argument("--state-dir", required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    d = Path(args.state_dir)
+    try:
+        topo = load_stack(args.stack)
+    except TopologyError as e:
+        print(f"twinsite: {e}", file=sys.stderr)
+        return 2
+    for sub in ("nats", "gateways"):  # a fresh lab: no data from a previous run
+        shutil.rmtree(d / sub, ignore_errors=True)
+    d.mkdir(parents=True, exist_ok=True)
+    import uvloop
+
+    return uvloop.run(run(topo, d))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
