@@ -258,3 +258,17 @@ def test_sigterm_drains_and_exits_cleanly(start_gateway):
     assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
     log = start_gateway.logs[base].read_text()
     assert "NATS connection drained" in log and "Traceback" not in log
+
+
+def test_paging_through_many_messages(gw):
+    rm = room()
+    with httpx.Client(base_url=gw.base_url, timeout=10) as c:
+        import concurrent.futures as cf
+        with cf.ThreadPoolExecutor(8) as pool:  # concurrent writers: seqs interleave with others
+            acks = list(pool.map(lambda i: post(c, rm, f"p{i}").json(), range(40)))
+    seqs = sorted(a["seq"] for a in acks)
+    for limit in (1, 7, 40, 1000):
+        got = read_all(gw, rm, limit=limit)
+        assert [m["seq"] for m in got] == seqs, limit
+    assert {m["id"] for m in read_all(gw, rm, after=seqs[19], limit=7)} == {
+        a["id"] for a in acks if a["seq"] > seqs[19]}
