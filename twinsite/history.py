@@ -12,6 +12,9 @@ Event shapes (all `time` values are seconds since the run's start, from a monoto
   {"process": int, "type": "ok", "f": "deliver", "room": str, "id": str, "seq": int, "time": float}
 - fault markers: {"type": "fault", "f": "start"|"stop", "name": str, "time": float}
 - the final read, one per room: {"type": "ok", "f": "final-read", "room": str, "ids": [...], "time": float}
+  (a room that could not be read back before the timeout gets
+  {"type": "fail", "f": "final-read", "room": str, "error": str, "time": float}: the checker then
+  reports it in `unread_rooms` instead of guessing)
 
 Hand-written (no library): it is 40 lines of json + a lock, and the format is ours.
 """
