@@ -1,7 +1,7 @@
-"""Traffic driver: achieved vs requested rate against real gateways (2 per primary site, like the
-lab) on a real 7-server JetStream cluster, judged by the checker. Uses the running lab instead when
-`twinsite lab up` is running (TWINSITE_BENCH_LAB=1). Reports the highest rate sustained with < 1 %
-failed+indeterminate operations and >= 99 % of the requested rate actually sent."""
+"""Traffic driver: achieved vs requested rate against real gateways (2 per primary site), judged
+by the checker. By default on a lab of its own (`twinsite.lab.up`, link fabric included);
+TWINSITE_BENCH_DIRECT=1 uses a bare cluster + gateways without the fabric. Reports the highest
+rate sustained with < 1 % failed+indeterminate operations and >= 99 % of the requested rate sent."""
 
 from __future__ import annotations
 
@@ -69,14 +69,18 @@ def run_rate(endpoints, rate: float, base: Path) -> dict:
 
 
 def main() -> None:
-    cluster = gateways = None
+    cluster = gateways = lab_dir = None
     with tempfile.TemporaryDirectory(prefix="bench-driver-") as d:
         base = Path(d)
         try:
-            if os.environ.get("TWINSITE_BENCH_LAB"):
+            if not os.environ.get("TWINSITE_BENCH_DIRECT"):
+                import twinsite.lab as lab
                 from twinsite.workload import endpoints_from_lab
-                endpoints = endpoints_from_lab(os.environ.get("TWINSITE_LAB_DIR"))
-                where = "the running lab"
+                lab_dir = str(base / "lab")
+                lab.up(state_dir=lab_dir, die_with_parent=True, timeout=120)
+                endpoints = endpoints_from_lab(lab_dir)
+                where = ("a lab of its own (twinsite.lab.up: 7 nats-servers, 4 gateways, "
+                         "link fabric)")
             else:
                 cluster, gateways, endpoints = _own_lab(base)
                 where = "own cluster (7 nats-servers), 2 gateways per primary site, no link fabric"
@@ -95,6 +99,9 @@ def main() -> None:
                 time.sleep(1)  # let the gateways drain between steps
             print(f"highest rate sustained with < 1% fail: {best} msg/s")
         finally:
+            if lab_dir:
+                import twinsite.lab as lab
+                lab.down(state_dir=lab_dir)
             for g in gateways or []:
                 procs.reap(g)
             if cluster is not None:
