@@ -107,10 +107,13 @@ class _Pipe:
         return due
 
     def feed(self, data: bytes) -> None:
+        if self.done:
+            return  # the other side is gone: nothing can be delivered
         s = self.link.shape
         if (not self.queue and not self.link.silent and not self.dst_paused and not s.latency_ms
                 and not s.jitter_ms and not s.bandwidth_kbit and self.dst is not None):
-            self.dst.write(data)  # fast path: an unshaped, quiet link is a plain relay
+            if not self.dst.is_closing():
+                self.dst.write(data)  # fast path: an unshaped, quiet link is a plain relay
             return
         self.queue.append((self._due(), data))
         self.queued += len(data)
@@ -164,6 +167,8 @@ class _Pipe:
                 piece = item
                 self.queue.popleft()
             self.queued -= len(piece)
+            if self.dst.is_closing():
+                return self.close()
             self.dst.write(piece)
             if self.dst_paused:
                 break
@@ -283,10 +288,15 @@ class _Conn:
     async def _dial(self) -> None:
         host, port = self.relay.target
         side = _Side(self, self.down_pipe, self.up_pipe)
-        try:
-            await self.loop.create_connection(lambda: side, host, port)
-        except OSError:
-            return self.shutdown(reset=True)  # refused upstream = a crashed process: reset
+        give_up = self.loop.time() + self.relay.dial_grace
+        while True:
+            try:
+                await self.loop.create_connection(lambda: side, host, port)
+                break
+            except OSError:
+                if self.loop.time() >= give_up or self.closed:
+                    return self.shutdown(reset=True)  # refused upstream = crashed process: reset
+                await asyncio.sleep(0.02)  # still starting: hold the client, as a SYN would wait
         if self.closed:
             _reset(self.down_pipe.src)
             return
@@ -321,9 +331,10 @@ class _Conn:
 class Relay:
     """Listens on HOST:port and relays each connection to `target` across `link`."""
 
-    def __init__(self, name: str, link: Link, target: tuple[str, int], port: int = 0):
+    def __init__(self, name: str, link: Link, target: tuple[str, int] | None, port: int = 0):
         self.name, self.link, self.target, self.port = name, link, target, port
         self.conns: set[_Conn] = set()
+        self.dial_grace = 0.0  # seconds to keep retrying a refusing upstream (lab start-up)
         self.server: asyncio.AbstractServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -359,7 +370,9 @@ class Fabric:
             self.links[name] = Link(name, shape)
         return self.links[name]
 
-    async def relay(self, name: str, link: Link, target: tuple[str, int], port: int = 0) -> Relay:
+    async def relay(self, name: str, link: Link, target: tuple[str, int] | None,
+                    port: int = 0) -> Relay:
+        """A relay listening now; `target` may be set later, before the first connection."""
         r = await Relay(name, link, target, port).start()
         self.relays[name] = r
         return r

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from .. import procs
-from ..natscluster import HOST, LocalNatsCluster
+from ..natscluster import HOST, LocalNatsCluster, NatsNode
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import model, state
 from .fabric import Fabric, Link, Shape
@@ -57,10 +57,9 @@ class Supervisor:
         self.topo, self.dir = topo, state_dir
         self.fabric = Fabric()
         self.lock = asyncio.Lock()
-        self.cluster = LocalNatsCluster(topo, state_dir / "nats", route_address=self._route_address)
+        self.cluster: LocalNatsCluster | None = None  # after the relays hold their ports
         self.gateways = model.gateway_plans(topo)
-        gw_ports = procs.free_ports(len(self.gateways))
-        self.gw_port = {g.name: p for g, p in zip(self.gateways, gw_ports)}
+        self.gw_port: dict[str, int] = {}
         self.gw_proc: dict[str, subprocess.Popen | None] = {g.name: None for g in self.gateways}
         self.route_relay: dict[tuple[str, str], str] = {}  # (from, to) -> host:port
         self.client_relay: dict[tuple[str, str], str] = {}  # (gateway zone, nats zone) -> host:port
@@ -83,29 +82,53 @@ class Supervisor:
         a, b = key.split("~")
         return self.topo.link_between_zones(a, b)
 
+    def allocate_ports(self) -> None:
+        """Every process port in one batch, chosen while the relays already hold theirs: no two
+        listeners can be handed the same free port."""
+        zones = [z for z in self.topo.zones]
+        ports = procs.free_ports(3 * len(zones) + len(self.gateways))
+        nodes = {}
+        for i, z in enumerate(zones):
+            d = self.dir / "nats" / z.name
+            nodes[z.name] = NatsNode(zone=z.name, site=z.site, client_port=ports[3 * i],
+                                     cluster_port=ports[3 * i + 1], http_port=ports[3 * i + 2],
+                                     config_path=d / "nats.conf", log_path=d / "nats.log",
+                                     store_dir=d / "jetstream")
+        self.cluster = LocalNatsCluster(self.topo, self.dir / "nats",
+                                        route_address=self._route_address, nodes=nodes)
+        self.gw_port = {g.name: p for g, p in zip(self.gateways, ports[3 * len(zones):])}
+
     async def build_fabric(self) -> None:
         for a, b in model.zone_pairs(self.topo):
             key = model.pair_key(a, b)
             self.zone_links[key] = self.fabric.link(key, _shape(self.default_spec(key)))
-        nodes = self.cluster.nodes
-        jobs = []
-        for src in nodes:
-            for dst, n in nodes.items():
+        zones = [z.name for z in self.topo.zones]
+        relays = []  # (relay, kind, src, dst): bound first, targets filled in below
+        for src in zones:
+            for dst in zones:
                 if src != dst:
-                    jobs.append(("route", src, dst, n.cluster_port))
-        for g in self.gateways:
-            for dst, n in nodes.items():
-                if dst != g.zone and (g.zone, dst) not in {(j[1], j[2]) for j in jobs
-                                                          if j[0] == "client"}:
-                    jobs.append(("client", g.zone, dst, n.client_port))
-        for kind, src, dst, port in jobs:
-            link = self.zone_links[model.pair_key(src, dst)]
-            r = await self.fabric.relay(f"{kind}:{src}>{dst}", link, (HOST, port))
-            (self.route_relay if kind == "route" else self.client_relay)[(src, dst)] = r.address
+                    link = self.zone_links[model.pair_key(src, dst)]
+                    r = await self.fabric.relay(f"route:{src}>{dst}", link, None)
+                    self.route_relay[(src, dst)] = r.address
+                    relays.append((r, "route", src, dst))
+        for gz in sorted({g.zone for g in self.gateways}):
+            for dst in zones:
+                if dst != gz:
+                    link = self.zone_links[model.pair_key(gz, dst)]
+                    r = await self.fabric.relay(f"client:{gz}>{dst}", link, None)
+                    self.client_relay[(gz, dst)] = r.address
+                    relays.append((r, "client", gz, dst))
         for g in self.gateways:  # clients are outside the sites: an unshaped edge per gateway
             link = self.edge_links[g.name] = self.fabric.link(f"edge~{g.name}")
-            r = await self.fabric.relay(f"edge:{g.name}", link, (HOST, self.gw_port[g.name]))
+            r = await self.fabric.relay(f"edge:{g.name}", link, None)
             self.edge[g.name] = r.address
+            relays.append((r, "edge", g.name, None))
+        self.allocate_ports()
+        nodes = self.cluster.nodes
+        for r, kind, src, dst in relays:
+            port = (nodes[dst].cluster_port if kind == "route" else
+                    nodes[dst].client_port if kind == "client" else self.gw_port[src])
+            r.target = (HOST, port)
 
     def gateway_nats_urls(self, g: model.GatewayPlan) -> list[str]:
         """Own zone directly, then the rest of its own site, then other sites, via the fabric."""
@@ -269,28 +292,42 @@ class Supervisor:
 
     # --- start / stop ------------------------------------------------------------------------
 
+    def set_dial_grace(self, seconds: float) -> None:
+        for r in self.fabric.relays.values():
+            r.dial_grace = seconds
+
     async def start(self) -> None:
         t0 = time.monotonic()
+        await self.build_fabric()
         self.api_server = await asyncio.start_server(self.handle, HOST, 0)
         self.api_port = self.api_server.sockets[0].getsockname()[1]
-        await self.build_fabric()
+        # While everything starts, a relay holds a connection to a not-yet-listening peer instead
+        # of resetting it: route flapping at boot delays the first meta election by seconds.
+        self.set_dial_grace(5.0)
         self.cluster.write_configs()
         for zone in self.cluster.nodes:
             self.cluster.start_node(zone)
         for g in self.gateways:
             self.start_gateway(g)
         self.write_state()
+        t1 = time.monotonic()
         await asyncio.to_thread(self.cluster.wait_ready, 30.0)
+        t2 = time.monotonic()
         await self.probe_write(30.0)
+        t3 = time.monotonic()
         await asyncio.to_thread(procs.wait_until, self.gateways_ready, 30.0, 0.05,
                                 "every gateway's /readyz")
+        self.set_dial_grace(0.0)
         self.ready = True
         self.write_state()
-        log.warning("lab ready in %.2fs", time.monotonic() - t0)
+        t4 = time.monotonic()
+        log.warning("lab ready in %.2fs (spawned %.2f, nats %.2f, probe %.2f, gateways %.2f)",
+                    t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3)
 
     async def shutdown(self) -> None:
         self.ready = False
-        await self.stop_children()
+        if self.cluster is not None:
+            await self.stop_children()
         await self.fabric.close()
         try:
             (self.dir / state.STATE_FILE).unlink()
