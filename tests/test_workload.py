@@ -141,8 +141,8 @@ def _acked(bg) -> int:
 
 
 def test_background_traffic_bridges_a_killed_gateway(two_sites, start_gateway, tmp_path):
-    """One site's only gateway dies (connection refused): senders fail over to the other site with
-    the same ids, nothing acknowledged is lost, and the fault window is in the history."""
+    """One site's only gateway dies (kill -9: resets, then refused): senders fail over to the other
+    site with the same ids, nothing acknowledged is lost, and the fault window is in the history."""
     cfg = DriverConfig(endpoints=two_sites, rate=50, rooms=4, subscribers=2, settle_s=0.5)
     bg = BackgroundTraffic(cfg, tmp_path / "h.jsonl")
     assert current() is None
@@ -165,11 +165,21 @@ def test_background_traffic_bridges_a_killed_gateway(two_sites, start_gateway, t
     assert anomalies(v) == [], v
     assert v["lost"] == 0 and v["acked"] == v["attempted"]  # every message found its way
     assert v["latency_during"]["count"] > 0 and v["faults"][0]["stop"] is not None
-    refused = [e for e in events if e.get("error") == "connection refused"]
-    assert refused and all(e["site"] == "ansan" and e["type"] == "fail" for e in refused)
-    retried = {e["id"] for e in refused}
-    ok_sites = {e["id"]: e["site"] for e in events if e.get("f") == "send" and e["type"] == "ok"}
-    assert all(ok_sites[i] == "pangyo" for i in retried)  # same id, acknowledged by the other site
+    sends = [e for e in events if e.get("f") == "send"]
+    errors = [e for e in sends if e["type"] in ("fail", "info")]
+    assert errors and all(e["site"] == "ansan" for e in errors)
+    ok_sites = {e["id"]: e["site"] for e in sends if e["type"] == "ok"}
+    assert all(ok_sites[e["id"]] == "pangyo" for e in errors)  # same id, acked by the other site
+    # rooms r0, r2 are homed at ansan (sites sorted); once ansan failed, their new messages went to
+    # pangyo first instead of each paying a failed attempt
+    start, stop = v["faults"][0]["start"], v["faults"][0]["stop"]
+    first: dict[str, dict] = {}
+    for e in sends:
+        if e["type"] == "invoke":
+            first.setdefault(e["id"], e)
+    ansan_homed = [e for e in first.values() if start <= e["time"] <= stop
+                   and int(e["room"].rsplit("-r", 1)[1]) % 2 == 0]
+    assert len({e["id"] for e in errors}) < len(ansan_homed) / 2, (len(errors), len(ansan_homed))
     assert bg.stats["rooms_read"] == 4
 
 
@@ -264,4 +274,6 @@ def test_site_power_cut_in_the_lab_loses_no_acknowledged_message(lab_dir, tmp_pa
     assert anomalies(v) == [], v
     assert v["lost"] == 0 and v["latency_during"]["count"] >= 60
     timeouts = [e for e in events if e.get("f") == "send" and e.get("error") == "timeout"]
-    assert timeouts and {e["site"] for e in timeouts} == {"pangyo"}  # the silent site timed out
+    # the silent site is detected by timeouts (ansan may time out too while the stream elects a
+    # new leader, when pangyo held it)
+    assert any(e["site"] == "pangyo" for e in timeouts)

@@ -3,7 +3,8 @@
 - Senders are open-loop: message k is due at t0 + k/rate whatever the service does. In-flight
   messages are bounded; a message due while the bound is hit is recorded as invoke + fail
   "client-overload" without being sent, so the history says what the driver could not send.
-- Each message is one logical operation with a fixed id. Its room's home site is tried first; on a
+- Each message is one logical operation with a fixed id. Its room's home site is tried first (unless
+  it failed in the last 2 s: then it goes last); on a
   timeout, 5xx or connection error the next attempt goes to the other site with the SAME id (the
   gateway deduplicates), until acknowledged, refused with a 4xx, or the per-message deadline
   (default 8 s: bridges a 4-9 s JetStream election) passes. Every attempt is an invoke and an
@@ -31,6 +32,7 @@ import aiohttp
 from ..history import HistoryWriter
 
 SUBSCRIBER_PROCESS_BASE = 1000
+SUSPECT_S = 2.0  # a site that just timed out / refused / 5xx'd is tried last for this long
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class TrafficDriver:
         self._tasks: set[asyncio.Task] = set()
         self._cursors: dict[int, int] = {}
         self._rr = itertools.count()
+        self._suspect: dict[str, float] = {}  # site -> loop time until which it is tried last
 
     # --- public ----------------------------------------------------------------------------------
 
@@ -207,7 +210,10 @@ class TrafficDriver:
         deadline = loop.time() + c.message_deadline_s
         body = json.dumps({"id": mid, "sender": f"p{proc}",
                            "body": ("m" * c.body_bytes)}).encode()
-        sites = self._site_order(room_i)
+        # home site first, unless it failed recently: like a real client, don't keep paying a
+        # 1.5 s timeout per message to a site that has just gone silent
+        now = loop.time()
+        sites = sorted(self._site_order(room_i), key=lambda s: self._suspect.get(s, 0.0) > now)
         info_seen = False
         for attempt in itertools.count():
             remaining = deadline - loop.time()
@@ -222,7 +228,10 @@ class TrafficDriver:
             self.history.write({**base, "type": typ, "seq": seq, "error": err, "time": self._now()})
             if typ == "ok":
                 self.stats.acked += 1
+                self._suspect.pop(site, None)
                 return
+            if retry:
+                self._suspect[site] = loop.time() + SUSPECT_S
             info_seen = info_seen or typ == "info"
             if not retry:
                 break
