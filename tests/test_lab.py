@@ -1,0 +1,295 @@
+"""The lab on real processes: one shared lab per module, restored between fault tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from twinsite import lab as labapi
+from twinsite import procs
+from twinsite.lab import LabClient, LabError, state
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, state_dir: Path, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "twinsite.cli", "lab", "--state-dir",
+                           str(state_dir), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def monitor(url: str, path: str) -> dict:
+    with urllib.request.urlopen(url + path, timeout=2) as r:
+        return json.loads(r.read())
+
+
+def nodes(st: dict, kind: str | None = None, site: str | None = None) -> list[dict]:
+    return [n for n in st["nodes"] if (kind is None or n["kind"] == kind)
+            and (site is None or n["site"] == site)]
+
+
+def post_message(base: str, timeout: float = 3.0) -> int:
+    """POST one message through a client endpoint; the HTTP status, or 0 on a network error."""
+    body = json.dumps({"id": uuid.uuid4().hex, "sender": "t", "body": "hi"}).encode()
+    req = urllib.request.Request(base + "/v1/rooms/lab-test/messages", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def raw_get(base: str, timeout: float) -> bytes:
+    """A raw HTTP GET /readyz; raises what the network does (timeout, reset, refusal)."""
+    u = urlsplit(base)
+    with socket.create_connection((u.hostname, u.port), timeout=timeout) as s:
+        s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return s.recv(100)
+
+
+def stream_state(monitor_url: str, stream: str) -> dict | None:
+    doc = monitor(monitor_url, "/jsz?streams=true")
+    for acc in doc.get("account_details", []) or []:
+        for s in acc.get("stream_detail", []) or []:
+            if s["name"] == stream:
+                return s
+    return None
+
+
+@pytest.fixture(scope="module")
+def lab_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("lab") / "state"
+
+
+@pytest.fixture(scope="module")
+def lab(lab_dir):
+    t0 = time.monotonic()
+    client = labapi.up(state_dir=str(lab_dir), timeout=90, die_with_parent=True)
+    print(f"lab up in {time.monotonic() - t0:.1f}s")
+    try:
+        yield client
+    finally:
+        labapi.down(str(lab_dir))
+
+
+def test_status_describes_the_topology(lab, lab_dir):
+    st = lab.status()
+    assert st["stack"] == "lab" and st["ready"] is True
+    assert [(s["name"], s["role"]) for s in st["sites"]] == [
+        ("pangyo", "primary"), ("ansan", "primary"), ("witness", "tiebreaker")]
+    assert len(nodes(st, "nats")) == 7 and len(nodes(st, "gateway")) == 4
+    assert all(n["state"] == "up" and procs.pid_alive(n["pid"]) for n in st["nodes"])
+    assert all(n["monitor_url"].startswith("http://127.0.0.1:") for n in nodes(st, "nats"))
+    assert len(st["links"]) == 21 and all(ln["state"] == "ok" for ln in st["links"])
+    inter = [ln for ln in st["links"] if {ln["a"][:6], ln["b"][:5]} == {"pangyo", "ansan"}
+             or {ln["a"][:5], ln["b"][:6]} == {"ansan", "pangyo"}]
+    assert inter and all(ln["latency_ms"] == 2 for ln in inter)
+    assert sorted(st["client_endpoints"]) == ["ansan", "pangyo"]
+    for site, urls in st["client_endpoints"].items():
+        assert len(urls) == 2
+        assert all(post_message(u) == 201 for u in urls)  # clients reach JetStream via the edge
+    assert labapi.is_running(str(lab_dir))
+
+    r = cli("status", "--json", state_dir=lab_dir)
+    assert r.returncode == 0 and json.loads(r.stdout)["client_endpoints"] == st["client_endpoints"]
+    r = cli("up", state_dir=lab_dir)
+    assert r.returncode == 0 and "already up" in r.stdout and "gw-pangyo-a" in r.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("fault", "kill-zone", "mars-a"), ("fault", "partition", "pangyo", "moon"),
+    ("fault", "restore", "nowhere"), ("fault", "throttle", "pangyo", "x", "--latency-ms", "5"),
+    ("fault", "heal", "pangyo")])
+def test_bad_names_are_one_line_exit_2(lab, lab_dir, args):
+    r = cli(*args, state_dir=lab_dir)
+    assert r.returncode == 2, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    if args[1] != "heal":
+        assert "pangyo-a" in lines[0] and "witness" in lines[0]  # lists the valid names
+
+
+def cross_site_rtt_ms(st: dict, src_zone: str, dst_zone: str, n: int = 5) -> float:
+    """The best of `n` NATS request/reply round trips from a client on `src_zone`'s server to a
+    responder on `dst_zone`'s server: the messages cross the route between them."""
+    import asyncio
+
+    import nats
+
+    url = {x["zone"]: x["url"] for x in nodes(st, "nats")}
+
+    async def measure() -> float:
+        a = await nats.connect(url[src_zone])
+        b = await nats.connect(url[dst_zone])
+        try:
+            subject = f"lab.rtt.{uuid.uuid4().hex}"
+
+            async def echo(msg):
+                await msg.respond(msg.data)
+            await b.subscribe(subject, cb=echo)
+            await b.flush()
+            deadline = time.monotonic() + 10
+            best = None
+            while time.monotonic() < deadline:
+                t = time.monotonic()
+                try:
+                    await a.request(subject, b"x", timeout=2)
+                except Exception:  # noqa: BLE001 - interest not yet propagated: retry
+                    continue
+                dt = (time.monotonic() - t) * 1000
+                best = dt if best is None else min(best, dt)
+                n_left[0] -= 1
+                if n_left[0] <= 0:
+                    break
+            return best if best is not None else -1.0
+        finally:
+            await a.close()
+            await b.close()
+
+    n_left = [n]
+    return asyncio.run(measure())
+
+
+def test_throttle_raises_cross_site_rtt_and_heal_restores(lab):
+    st = lab.status()
+    base = cross_site_rtt_ms(st, "pangyo-a", "ansan-a")
+    assert 0 <= base < 40, base
+    res = lab.throttle("pangyo", "ansan", latency_ms=40)
+    assert "ansan-a~pangyo-a" in res["links"] and len(res["links"]) == 9
+    throttled = [ln for ln in lab.status()["links"] if ln["state"] == "throttled"]
+    assert len(throttled) == 9 and all(ln["latency_ms"] == 40 for ln in throttled)
+    rtt = cross_site_rtt_ms(st, "pangyo-a", "ansan-a")
+    assert rtt >= 40 * 2, rtt  # the request and the reply each cross the link once
+    assert cross_site_rtt_ms(st, "pangyo-a", "witness-a") < 40  # other links untouched
+    lab.heal("pangyo", "ansan")
+    assert all(ln["state"] == "ok" for ln in lab.status()["links"])
+    assert cross_site_rtt_ms(st, "pangyo-a", "ansan-a") < 40
+
+
+def test_partition_shows_in_status_and_heals(lab):
+    res = lab.partition("witness", "pangyo-b")
+    assert res["links"] == ["pangyo-b~witness-a"]
+    links = {(ln["a"], ln["b"]): ln["state"] for ln in lab.status()["links"]}
+    assert links[("pangyo-b", "witness-a")] == "partitioned"
+    assert list(links.values()).count("partitioned") == 1
+    lab.heal()
+    assert all(ln["state"] == "ok" for ln in lab.status()["links"])
+
+
+def test_power_cut_times_out_clients_and_the_other_site_takes_over(lab):
+    before = lab.status()
+    victims = nodes(before, site="pangyo")
+    res = lab.cut_power("pangyo")
+    assert set(res["zones"]) == {"pangyo-a", "pangyo-b", "pangyo-c"}
+    st = lab.status()
+    assert all(n["state"] == "down" for n in nodes(st, site="pangyo"))
+    for n in victims:
+        assert not procs.pid_alive(n["pid"]), n["name"]
+    assert {ln["state"] for ln in st["links"] if "pangyo" in ln["a"] + ln["b"]} == {"down"}
+    # a powered-off site does not refuse or reset: its clients just hear nothing
+    for url in st["client_endpoints"]["pangyo"]:
+        with pytest.raises(socket.timeout):
+            raw_get(url, timeout=1.0)
+    # writes through the other site resume once the stream leader is re-elected
+    t0 = time.monotonic()
+    ansan = st["client_endpoints"]["ansan"][0]
+    procs.wait_until(lambda: post_message(ansan) == 201, 45, interval=0.2,
+                     what="a write through ansan after the power cut")
+    print(f"writes resumed {time.monotonic() - t0:.1f}s after the power cut")
+    for _ in range(5):
+        assert post_message(ansan) == 201
+
+    res = lab.restore("pangyo")
+    st = lab.status()
+    assert all(n["state"] == "up" and procs.pid_alive(n["pid"]) for n in st["nodes"])
+    assert all(ln["state"] == "ok" for ln in st["links"])
+    # the restored replicas caught up: every node holds the TALK stream to the same last seq
+    seqs = {n["zone"]: (stream_state(n["monitor_url"], "TALK") or {}).get("state", {})
+            .get("last_seq") for n in nodes(st, "nats")}
+    holders = {z: s for z, s in seqs.items() if s is not None}
+    assert len(holders) == 3 and len(set(holders.values())) == 1, seqs
+    assert any(z.startswith("pangyo") for z in holders), seqs
+    assert all(post_message(u) == 201 for u in st["client_endpoints"]["pangyo"])
+
+
+def test_crash_mode_gives_resets_and_restore_brings_it_back(lab):
+    st = lab.status()
+    gw = next(n for n in nodes(st, "gateway") if n["zone"] == "ansan-b")
+    res = lab.kill_zone("ansan-b", mode="crash")
+    assert set(res["killed"]) == {"ansan-b", gw["name"]}
+    assert not procs.pid_alive(gw["pid"])
+    links = [ln for ln in lab.status()["links"] if "ansan-b" in (ln["a"], ln["b"])]
+    assert all(ln["state"] == "ok" for ln in links)  # a crash is not an outage of the links
+    t0 = time.monotonic()
+    with pytest.raises((ConnectionResetError, BrokenPipeError, ConnectionRefusedError)):
+        if raw_get(gw["client_url"], timeout=5.0) == b"":
+            raise ConnectionResetError("closed")
+    assert time.monotonic() - t0 < 2.0  # answered at once, unlike a power loss
+    lab.restore("ansan-b")
+    st = lab.status()
+    assert all(n["state"] == "up" for n in st["nodes"])
+    assert post_message(gw["client_url"]) == 201
+
+
+def test_unknown_operations_and_modes_are_lab_errors(lab):
+    with pytest.raises(LabError, match="valid: power, crash"):
+        lab.kill_zone("ansan-a", mode="meteor")
+    with pytest.raises(LabError, match="unknown site"):
+        lab.cut_power("ansan-a")
+    with pytest.raises(LabError, match="no link"):
+        lab.partition("ansan-a", "ansan-a")
+
+
+def test_supervisor_death_takes_everything_and_down_cleans_up(lab, lab_dir):
+    st = lab.status()
+    pids = [n["pid"] for n in st["nodes"]]
+    sup = st["supervisor_pid"]
+    os.kill(sup, signal.SIGKILL)  # a crashed supervisor
+    procs.wait_until(lambda: not any(procs.pid_alive(p) for p in pids + [sup]), 10,
+                     what="children to die with the supervisor")
+    assert (lab_dir / state.STATE_FILE).exists()  # stale state is left behind...
+    assert not labapi.is_running(str(lab_dir))
+    with pytest.raises(LabError, match="no lab is running"):
+        LabClient(str(lab_dir))
+    labapi.down(str(lab_dir))  # ...and down cleans it (idempotent)
+    labapi.down(str(lab_dir))
+    assert not (lab_dir / state.STATE_FILE).exists()
+
+
+def test_cli_up_over_stale_state_then_down_leaves_nothing(tmp_path):
+    d = tmp_path / "state"
+    d.mkdir()
+    # a stale state file from a supervisor that no longer exists
+    state.write_json(d / state.STATE_FILE, {"supervisor": {"pid": 2 ** 22 + 7, "start": 1},
+                                            "api": "http://127.0.0.1:9", "children": {}})
+    try:
+        t0 = time.monotonic()
+        r = cli("up", state_dir=d)
+        assert r.returncode == 0, r.stderr
+        print(f"cli lab up in {time.monotonic() - t0:.1f}s")
+        assert "clients of pangyo: http://127.0.0.1:" in r.stdout
+        st = LabClient(str(d)).status()
+        pids = [n["pid"] for n in st["nodes"]] + [st["supervisor_pid"]]
+        r = cli("down", state_dir=d)
+        assert r.returncode == 0 and "down" in r.stdout
+        assert not any(procs.pid_alive(p) for p in pids)
+        r = cli("down", state_dir=d)
+        assert r.returncode == 0
+        r = cli("status", state_dir=d)
+        assert r.returncode == 2 and "no lab is running" in r.stderr
+    finally:
+        labapi.down(str(d))
