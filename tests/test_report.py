@@ -103,6 +103,13 @@ def test_status_of_journals():
     assert results.status_of({"status": "completed", "deviated": True}) == "deviated"
     assert results.status_of({"status": "failed", "deviated": False}) == "failed"
     assert results.status_of({"status": "interrupted"}) == "interrupted"
+    # chaoslib says "completed" when the check before the method failed, or an action failed
+    unmet = {"status": "completed", "deviated": False,
+             "steady_states": {"before": {"steady_state_met": False, "probes": []}}}
+    assert results.status_of(unmet) == "failed"
+    broken = {"status": "completed", "deviated": False, "run": [{"status": "failed"}],
+              "steady_states": {"before": {"steady_state_met": True}}}
+    assert results.status_of(broken) == "failed"
 
 
 def test_report_html_is_self_contained_with_plots_and_verdict_table():

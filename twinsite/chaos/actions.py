@@ -45,8 +45,9 @@ def _link(a: str, b: str) -> str:
 
 def kill_zone(zone: str, mode: str = "power", configuration: Configuration = None,
               secrets: Secrets = None) -> dict[str, Any]:
-    """A zone loses power (mode "power": processes SIGKILLed and links silent) or its processes
-    are killed (mode "kill": the kernel answers with resets). Ended by `restore(zone)`."""
+    """A zone loses power (mode "power": processes SIGKILLed and its links silent) or its
+    processes crash (mode "crash": kill -9, the kernel answers with resets). Ended by
+    `restore(zone)`."""
     result = get_driver(configuration).kill_zone(zone, mode=mode)
     _start(f"zone-{mode}:{zone}", f"zone:{zone}")
     return result

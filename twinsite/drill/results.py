@@ -71,18 +71,30 @@ def failed_checks(journal: dict | None, checks: list[dict]) -> list[str]:
     for name, p in before.items():
         if p.get("tolerance_met") is False or p.get("status") == "failed":
             names.append(f"before the fault: {name}")
+    for r in (journal or {}).get("run") or []:
+        if r.get("status") == "failed":
+            why = (r.get("exception") or [""])[-1].strip().split(": ", 1)[-1]
+            names.append(f"action {r.get('activity', {}).get('name')} failed: {why}")
     return names
 
 
 def status_of(journal: dict | None) -> str:
+    """passed only when the run completed, both hypotheses held and every method step worked:
+    chaoslib itself says "completed" when the check before the method was not met, and carries
+    on after a failed action."""
     if not journal:
         return "error"
     if journal.get("deviated"):
         return "deviated"
     status = journal.get("status")
-    if status == "completed":
-        return "passed"
-    return status if status in STATUSES else "error"
+    if status != "completed":
+        return status if status in STATUSES else "error"
+    before = (journal.get("steady_states") or {}).get("before")
+    if before is not None and not before.get("steady_state_met"):
+        return "failed"
+    if any(r.get("status") == "failed" for r in journal.get("run") or []):
+        return "failed"
+    return "passed"
 
 
 def entry(name: str, file: str, experiment: dict, journal: dict | None, duration_s: float,

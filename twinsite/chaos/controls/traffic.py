@@ -49,6 +49,7 @@ class Run:
     stopped: bool = False
     events: list | None = None  # the final events, once stopped
     verdict: dict | None = None
+    error: str | None = None  # the traffic driver failed (the verdict then shows what is missing)
     started_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -177,10 +178,16 @@ def finish() -> dict | None:
     if not _run.stopped:
         _run.stopped = True
         logger.info("twinsite traffic: settling and reading every room back")
-        _run.traffic.stop()
+        try:
+            _run.traffic.stop()
+        except Exception as e:  # noqa: BLE001 - judged below: a missing final read fails the run
+            _run.error = str(e)
+            logger.error(f"twinsite traffic: {e}")
         _run.events = list(_run.traffic.events())
         from twinsite.checker import check
         _run.verdict = check(_run.events)
+        if _run.error:
+            _run.verdict["traffic_error"] = _run.error
         (_run.run_dir / "verdict.json").write_text(json.dumps(_run.verdict, indent=2) + "\n")
     return _run.verdict
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from chaoslib.exceptions import ActivityFailed
 
-MODES = ("power", "kill")
+MODES = ("power", "crash")  # silent power loss | kill -9 (the kernel answers with resets)
 
 
 class LabDriver:
@@ -40,8 +40,8 @@ class LabDriver:
 
     def _names(self) -> tuple[set[str], set[str]]:
         st = self.status()
-        zones = {n["zone"] for n in st.get("nodes", []) if n.get("zone")}
-        sites = set(st.get("sites") or []) | {n["site"] for n in st.get("nodes", []) if n.get("site")}
+        sites = {s["name"] if isinstance(s, dict) else str(s) for s in st.get("sites") or []}
+        zones = set(st.get("zones") or {}) | {n["zone"] for n in st.get("nodes", []) if n.get("zone")}
         return sites, zones
 
     def _check_zone(self, zone: str) -> None:
@@ -77,8 +77,9 @@ class LabDriver:
     def restore(self, target: str) -> dict:
         if target == "all":
             st = self.status()
-            down = sorted({n["zone"] for n in st.get("nodes", [])
-                           if n.get("zone") and n.get("state") not in ("running", "up")})
+            down = sorted({z for z, state in (st.get("zones") or {}).items() if state != "up"} |
+                          {n["zone"] for n in st.get("nodes", [])
+                           if n.get("zone") and n.get("state") != "up"})
             for zone in down:
                 self._call(f"restore {zone}", self.client.restore, zone)
             self._call("heal links", self.client.heal)
@@ -115,10 +116,15 @@ class LabDriver:
         return {"healed": True}
 
     def healthy(self) -> bool:
+        """The lab is ready, every zone powered, every process up, every link as declared."""
         from twinsite.lab import is_running
         if not is_running(self.state_dir):
             return False
-        return bool(self._call("lab health", self.client.is_up))
+        st = self.status()
+        return (bool(st.get("ready"))
+                and all(state == "up" for state in (st.get("zones") or {}).values())
+                and all(n.get("state") == "up" for n in st.get("nodes", []))
+                and all(link.get("state") == "ok" for link in st.get("links", [])))
 
 
 def _check_number(name: str, value, minimum: float = 0) -> None:
