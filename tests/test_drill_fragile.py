@@ -1,0 +1,70 @@
+"""A drill can fail: the Pangyo fire against the fragile stack (two sites, no tie-breaker).
+
+Without a third site, losing pangyo (3 of the 5 servers) loses the Raft majority of every group
+that has a majority of its replicas there, so writes stall until power returns. The fragile stack
+places replicas without regard to sites, so with R3 over 5 servers a lucky placement (two replicas
+in ansan) survives about half the time. To make the proof deterministic this test removes the luck:
+replicas on all five servers (R5), so every placement has three in pangyo. Nothing else changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from twinsite import lab as labapi
+from twinsite.topology import load_stack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fragile_project(tmp_path):
+    """A project folder whose `fragile` stack is the repo's, with replicas on every server."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(ROOT / "Pulumi.yaml", proj / "Pulumi.yaml")
+    text = (ROOT / "Pulumi.fragile.yaml").read_text()
+    servers = len(load_stack("fragile", ROOT).zones)
+    text, n = re.subn(r"(?m)^(\s*streamReplicas:\s*)\d+", rf"\g<1>{servers}", text)
+    assert n == 1
+    (proj / "Pulumi.fragile.yaml").write_text(text)
+    (proj / "experiments").symlink_to(ROOT / "experiments")
+    topo = load_stack("fragile", proj)
+    assert len(topo.sites) == 2 and topo.messaging.stream_replicas == servers == 5
+    return proj
+
+
+def test_site_power_cut_fails_on_the_fragile_stack(fragile_project, tmp_path):
+    state, reports = tmp_path / "lab", tmp_path / "reports"
+    try:
+        r = subprocess.run([sys.executable, "-m", "twinsite.cli", "drill", "site-power-cut",
+                            "--stack", "fragile", "--state-dir", str(state),
+                            "--reports", str(reports)],
+                           capture_output=True, text=True, timeout=170, cwd=fragile_project)
+    finally:
+        labapi.down(str(state))  # the drill tears it down; this only guards a crashed drill
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-3000:]
+    summary = json.loads((reports / "latest" / "summary.json").read_text())
+    [x] = summary["experiments"]
+    assert summary["stack"] == "fragile"
+    assert x["name"] == "site-power-cut" and x["status"] == "deviated" and x["deviated"]
+    # the right reason: writes stalled past the budget; nothing acknowledged was lost
+    assert x["failed_checks"] == ["writes-unavailable-at-most-12s"], out[-3000:]
+    v = x["verdict"]
+    assert v["max_unavailable_s"] > 12.0
+    assert v["lost"] == 0 and v["duplicates"] == 0 and v["unread_rooms"] == 0
+    # the terminal says so too, and the report and journal are there
+    assert "DEVIATED" in r.stdout and "writes-unavailable-at-most-12s" in r.stdout
+    run = reports / "latest" / "site-power-cut"
+    assert json.loads((run / "journal.json").read_text())["deviated"] is True
+    assert (run / "history.jsonl").stat().st_size > 0
+    assert "data:image/png;base64," in (reports / "latest" / "report.html").read_text()
+    assert not labapi.is_running(str(state))
