@@ -14,7 +14,8 @@ from twinsite.chaos import actions, probes
 from twinsite.chaos.controls import traffic
 from twinsite.chaos.drivers import get_driver
 
-ACTIONS = {"kill_zone", "cut_power", "restore", "throttle_link", "partition_link", "heal_links"}
+ACTIONS = {"kill_zone", "kill_leader_zone", "cut_power", "restore", "throttle_link",
+           "partition_link", "heal_links", "move_stream_leader"}
 PROBES = {"lab_healthy", "verdict", "verdict_metric"}
 
 

@@ -42,7 +42,20 @@ def test_actions_check_names_against_the_lab(lab_dir):
         actions.partition_link("pangyo", "mars", configuration=c)
     with pytest.raises(ActivityFailed, match="unknown restore target"):
         actions.restore("nowhere", configuration=c)
+    with pytest.raises(ActivityFailed, match="unknown site 'busan'"):
+        actions.move_stream_leader("busan", configuration=c)
+    with pytest.raises(ActivityFailed, match="stream NOPE"):
+        actions.kill_leader_zone(stream="NOPE", configuration=c)
     assert probes.lab_healthy(configuration=c) is True
+
+
+def test_move_stream_leader_between_sites(lab_dir):
+    from twinsite.chaos.drivers import get_driver
+    c = {"state_dir": str(lab_dir)}
+    for site in ("ansan", "pangyo", "pangyo"):  # the second pangyo: already there, a no-op
+        moved = actions.move_stream_leader(site, configuration=c)
+        assert moved["leader"].startswith(site + "-")
+        assert get_driver(c).stream_leader("TALK") == moved["leader"]
 
 
 def test_chaos_run_zone_outage_passes_and_records_the_fault(lab_dir, tmp_path):
@@ -64,8 +77,14 @@ def test_chaos_run_zone_outage_passes_and_records_the_fault(lab_dir, tmp_path):
     assert verdict["latency_during"]["count"] > 0  # traffic flowed through the fault window
     history = journal_path.parent / "history.jsonl"
     faults = [json.loads(line) for line in history.read_text().splitlines() if '"fault"' in line]
-    assert [(f["f"], f["name"]) for f in faults] == [("start", "zone-power:pangyo-a"),
-                                                     ("stop", "zone-power:pangyo-a")]
+    # the zone that died is the pangyo zone that led the stream; the restore ended its fault
+    leader = next(r["output"]["leader"] for r in journal["run"]
+                  if r["activity"]["name"] == "put-the-stream-leader-in-pangyo")
+    assert leader.startswith("pangyo-")
+    assert [(f["f"], f["name"]) for f in faults] == [("start", f"zone-power:{leader}"),
+                                                     ("stop", f"zone-power:{leader}")]
+    # the leader died, so the run went through an election: writes paused, then resumed
+    assert 1.0 < verdict["max_unavailable_s"] <= 11.0
     assert json.loads((journal_path.parent / "verdict.json").read_text())["acked"] == \
         verdict["acked"]
     # the method's restore converged the lab; the rollback found nothing left to do

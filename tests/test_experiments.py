@@ -65,8 +65,10 @@ def test_traffic_control_rollbacks_and_method_that_ends_the_fault(path):
     controls = exp["controls"]
     assert [c["provider"]["module"] for c in controls] == ["twinsite.chaos.controls.traffic"]
     method = exp["method"]
-    assert method[0]["provider"]["module"] == "twinsite.chaos.actions"
-    assert method[0]["pauses"]["after"] >= 10
+    assert all(a["provider"]["module"] == "twinsite.chaos.actions" for a in method)
+    # set-up first: the stream leader goes where the fault will hit (the worst case)
+    assert method[0]["provider"]["func"] == "move_stream_leader"
+    assert fault_step(exp)["pauses"]["after"] >= 10
     # the method itself ends the fault, so the final read happens on a whole cluster
     assert method[-1]["provider"]["func"] in ("restore", "heal_links")
     rollback_funcs = {(r["provider"]["func"], r["provider"].get("arguments", {}).get("target"))
@@ -74,10 +76,16 @@ def test_traffic_control_rollbacks_and_method_that_ends_the_fault(path):
     assert ("restore", "all") in rollback_funcs
 
 
+def fault_step(exp):
+    """The action that injects the fault: the one the method then waits on."""
+    return next(a for a in exp["method"] if a.get("pauses", {}).get("after", 0) >= 10)
+
+
 def test_surge_runs_at_the_new_year_factor():
     exp = load(ROOT / "experiments" / "surge-zone-loss.yaml")
     assert exp["controls"][0]["provider"]["arguments"]["rate_factor"] == 3
-    assert exp["method"][0]["provider"]["arguments"]["zone"].startswith("ansan-")
+    assert exp["method"][0]["provider"]["arguments"]["site"] == "ansan"
+    assert fault_step(exp)["provider"]["func"] == "kill_leader_zone"
 
 
 def test_site_power_cut_outlasts_its_budget():
@@ -86,5 +94,5 @@ def test_site_power_cut_outlasts_its_budget():
     exp = load(ROOT / "experiments" / "site-power-cut.yaml")
     budget = next(p["tolerance"]["range"][1] for p in exp["steady-state-hypothesis"]["probes"]
                   if p["provider"].get("arguments", {}).get("metric") == "max_unavailable_s")
-    assert exp["method"][0]["provider"]["func"] == "cut_power"
-    assert exp["method"][0]["pauses"]["after"] > budget
+    assert fault_step(exp)["provider"]["func"] == "cut_power"
+    assert fault_step(exp)["pauses"]["after"] > budget

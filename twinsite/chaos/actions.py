@@ -13,7 +13,8 @@ from chaoslib.types import Configuration, Secrets
 
 from .drivers import get_driver
 
-__all__ = ["kill_zone", "cut_power", "restore", "throttle_link", "partition_link", "heal_links"]
+__all__ = ["kill_zone", "kill_leader_zone", "cut_power", "restore", "throttle_link",
+           "partition_link", "heal_links", "move_stream_leader"]
 
 # fault name -> what ends it; one process runs one experiment, so module state is the run's state
 _active: dict[str, str] = {}
@@ -51,6 +52,22 @@ def kill_zone(zone: str, mode: str = "power", configuration: Configuration = Non
     result = get_driver(configuration).kill_zone(zone, mode=mode)
     _start(f"zone-{mode}:{zone}", f"zone:{zone}")
     return result
+
+
+def kill_leader_zone(stream: str = "TALK", mode: str = "power",
+                     configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
+    """The zone whose server leads `stream` loses power (or crashes): the fault that forces a Raft
+    election. Ended by `restore(zone)` or `restore(site)`."""
+    driver = get_driver(configuration)
+    zone = driver.stream_leader(stream)
+    return {**kill_zone(zone, mode=mode, configuration=configuration), "stream": stream}
+
+
+def move_stream_leader(site: str, stream: str = "TALK", configuration: Configuration = None,
+                       secrets: Secrets = None) -> dict[str, Any]:
+    """Set-up, not a fault: make `site`'s replica lead `stream`, so the fault that follows hits
+    the leader (the worst case) whatever the placement happened to be."""
+    return get_driver(configuration).move_stream_leader(site, stream)
 
 
 def cut_power(site: str, configuration: Configuration = None,

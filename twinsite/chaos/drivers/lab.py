@@ -111,6 +111,36 @@ class LabDriver:
         self._call(f"partition {a}<->{b}", self.client.partition, a, b)
         return {"a": a, "b": b}
 
+    # --- where the stream leader is ---------------------------------------------------------------
+
+    def _nats_urls(self) -> list[str]:
+        return [n["url"] for n in self.status().get("nodes", [])
+                if n.get("kind") == "nats" and n.get("state") == "up" and n.get("url")]
+
+    def stream_leader(self, stream: str) -> str:
+        from .jetstream import JetStreamError, stream_placement
+        try:
+            leader = stream_placement(self._nats_urls(), stream).get("leader")
+        except (JetStreamError, OSError, Exception) as e:  # noqa: BLE001 - nats-py's errors vary
+            raise ActivityFailed(f"stream {stream}: no leader known ({e or type(e).__name__})") \
+                from None
+        if not leader:
+            raise ActivityFailed(f"stream {stream} has no leader right now")
+        return leader
+
+    def move_stream_leader(self, site: str, stream: str) -> dict:
+        from .jetstream import JetStreamError, move_leader
+        self._check_site(site)
+        zones = next((s["zones"] for s in self.status().get("sites", [])
+                      if isinstance(s, dict) and s.get("name") == site), [])
+        try:
+            leader = move_leader(self._nats_urls(), stream, list(zones))
+        except JetStreamError as e:
+            raise ActivityFailed(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - nats-py's errors vary
+            raise ActivityFailed(f"moving the {stream} leader: {e or type(e).__name__}") from None
+        return {"stream": stream, "leader": leader, "site": site}
+
     def heal_links(self) -> dict:
         self._call("heal links", self.client.heal)
         return {"healed": True}

@@ -1,0 +1,85 @@
+"""Who leads a JetStream stream, and moving its leadership (JetStream's own API over NATS).
+
+Drills are only as strong as the fault they inject: a zone that holds no leader can die without
+anyone noticing. These helpers let an experiment put the stream leader where the fault will hit,
+so every run exercises a Raft election instead of depending on where the leader happened to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import nats
+
+API = "$JS.API"
+
+
+class JetStreamError(RuntimeError):
+    """A JetStream API call that failed; one line."""
+
+
+async def _request(nc, subject: str, body: dict | None = None, timeout: float = 3.0) -> dict:
+    msg = await nc.request(subject, json.dumps(body or {}).encode(), timeout=timeout)
+    doc = json.loads(msg.data or b"{}")
+    if doc.get("error"):
+        raise JetStreamError(doc["error"].get("description") or str(doc["error"]))
+    return doc
+
+
+async def _connect(urls: list[str]):
+    return await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=1,
+                              allow_reconnect=False)
+
+
+def stream_placement(urls: list[str], stream: str) -> dict:
+    """{"leader": server, "replicas": [servers...]} of a stream."""
+    async def go():
+        nc = await _connect(urls)
+        try:
+            doc = await _request(nc, f"{API}.STREAM.INFO.{stream}")
+        finally:
+            await nc.close()
+        cluster = doc.get("cluster") or {}
+        return {"leader": cluster.get("leader"),
+                "replicas": [r["name"] for r in cluster.get("replicas") or []]}
+    return asyncio.run(go())
+
+
+def move_leader(urls: list[str], stream: str, candidates: list[str], timeout: float = 15.0) -> str:
+    """Make one of `candidates` (server names) the stream's leader; returns the new leader.
+    The candidate must hold a replica; no-op when one already leads."""
+    async def go():
+        nc = await _connect(urls)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    doc = await _request(nc, f"{API}.STREAM.INFO.{stream}")
+                    cluster = doc.get("cluster") or {}
+                    leader = cluster.get("leader")
+                    replicas = [leader] + [r["name"] for r in cluster.get("replicas") or []]
+                    target = next((c for c in candidates if c in replicas), None)
+                    if target is None:
+                        raise JetStreamError(f"stream {stream} has no replica on "
+                                             f"{', '.join(candidates)} (replicas: "
+                                             f"{', '.join(r for r in replicas if r)})")
+                    if leader == target:
+                        return leader
+                    if leader:  # no leader: an election is running, ask again after it
+                        await _request(nc, f"{API}.STREAM.LEADER.STEPDOWN.{stream}",
+                                       {"placement": {"preferred": target}})
+                except (JetStreamError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+                    if isinstance(e, JetStreamError) and "no replica" in str(e):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise JetStreamError(f"could not move the {stream} leader to "
+                                             f"{'/'.join(candidates)}: {e}") from None
+                if time.monotonic() > deadline:
+                    raise JetStreamError(f"the {stream} leader did not move to "
+                                         f"{'/'.join(candidates)} within {timeout:.0f}s")
+                await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+    return asyncio.run(go())
