@@ -71,7 +71,7 @@ def timeline_png(events: list[dict], title: str = "", bucket_s: float = 1.0,
     top.plot(ts, [b["acked"] / bucket_s for b in series], color="#2a7d2a", lw=1.5,
              label="acknowledged writes/s")
     top.plot(ts, [b["errors"] / bucket_s for b in series], color="#c0392b", lw=1.2,
-             label="errors/s")
+             label="failed or timed-out attempts/s")
     top.set_ylabel("per second")
     top.set_ylim(bottom=0)
     top.legend(loc="lower left", fontsize=7, framealpha=0.8)
