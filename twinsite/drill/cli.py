@@ -133,26 +133,29 @@ def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None)
         env["TWINSITE_LAB_DIR"] = str(state_dir)
     t0 = time.monotonic()
     error = None
+    interrupted = False
     proc = subprocess.Popen(chaos_command(path, run_dir), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             cwd=str(project_root()), text=True, errors="replace",
                             preexec_fn=procs._die_with_parent)  # dies with us, Ctrl-C is ours
     try:
-        for line in proc.stdout:
-            show_progress(line, time.monotonic() - t0)
-            if time.monotonic() - t0 > EXPERIMENT_TIMEOUT_S:
-                error = f"timed out after {EXPERIMENT_TIMEOUT_S:.0f}s"
-                break
+        try:
+            for line in proc.stdout:
+                show_progress(line, time.monotonic() - t0)
+                if time.monotonic() - t0 > EXPERIMENT_TIMEOUT_S:
+                    error = f"timed out after {EXPERIMENT_TIMEOUT_S:.0f}s"
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            error = "interrupted"
+            say("  interrupted: chaostoolkit rolls back (restores the lab) ...")
         if error:
             procs.kill_group(proc, signal.SIGINT)  # chaostoolkit still rolls back on SIGINT
-        proc.wait(timeout=60)
-    except KeyboardInterrupt:
-        procs.kill_group(proc, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            procs.reap(proc)
-        raise
+        rest, _ = proc.communicate(timeout=90)  # keeps draining: a full pipe must not block it
+        for line in (rest or "").splitlines():
+            show_progress(line, time.monotonic() - t0)
+    except subprocess.TimeoutExpired:
+        error = error or "chaostoolkit did not exit"
     finally:
         procs.reap(proc)
     duration = time.monotonic() - t0
@@ -169,9 +172,21 @@ def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None)
     verdict_path = run_dir / "verdict.json"
     if verdict_path.is_file():
         verdict = json.loads(verdict_path.read_text())
-    return results.entry(path.stem, str(path.relative_to(project_root()))
-                         if path.is_relative_to(project_root()) else str(path),
-                         experiment, journal, duration, verdict=verdict, error=error)
+    x = results.entry(path.stem, str(path.relative_to(project_root()))
+                      if path.is_relative_to(project_root()) else str(path),
+                      experiment, journal, duration, verdict=verdict, error=error)
+    if interrupted:
+        x["status"] = "interrupted"
+        raise Interrupted(x)
+    return x
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C/SIGTERM during an experiment, after chaostoolkit rolled back; carries its entry."""
+
+    def __init__(self, entry: dict):
+        super().__init__()
+        self.entry = entry
 
 
 def show_progress(line: str, elapsed: float) -> None:
@@ -253,11 +268,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    # SIGTERM (CI cancelling a job, `kill`) takes the Ctrl-C path: roll back, tear the lab down
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return drill(args)
     except DrillError as e:
         print(f"twinsite drill: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("twinsite drill: interrupted (rolled back; the lab is down unless it was up before)",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def drill(args: argparse.Namespace) -> int:
@@ -281,7 +308,11 @@ def drill(args: argparse.Namespace) -> int:
                 if i > 1:
                     lab.restore_all()
                 say(f"[{i}/{len(paths)}] {path.stem}")
-                x = run_experiment(path, out / path.stem, args.stack, state_dir)
+                try:
+                    x = run_experiment(path, out / path.stem, args.stack, state_dir)
+                except Interrupted as stop:
+                    entries.append(stop.entry)
+                    raise
                 entries.append(x)
                 say(f"[{i}/{len(paths)}] {path.stem}: {x['status'].upper()} in "
                     f"{x['duration_s']:.0f}s"
