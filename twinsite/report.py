@@ -179,12 +179,13 @@ def summary_table(experiments: list[dict]) -> str:
         rows.append(
             f'<tr><td><a href="#{html.escape(x["name"])}">{html.escape(x["name"])}</a></td>'
             f"<td>{_status_cell(x['status'])}</td><td class=num>{_fmt(x.get('duration_s'))}</td>"
-            f"<td class=num>{_fmt(v.get('acked'))}</td><td class=num>{_fmt(v.get('lost'))}</td>"
+            f"<td class=num>{_fmt(v.get('acked'))}</td><td class=num>{_fmt(v.get('failed'))}</td>"
+            f"<td class=num>{_fmt(v.get('lost'))}</td>"
             f"<td class=num>{_fmt(v.get('duplicates'))}</td>"
             f"<td class=num>{_fmt(v.get('max_unavailable_s'))}</td>"
             f"<td class=num>{_fmt(v.get('p99_during_ms'))}</td><td>{html.escape(failed)}</td></tr>")
     return ("<table><tr><th>experiment</th><th>status</th><th>duration s</th><th>acked</th>"
-            "<th>lost</th><th>duplicates</th><th>max unavailable s</th><th>p99 during ms</th>"
+            "<th>failed (client knows)</th><th>lost</th><th>duplicates</th><th>max unavailable s</th><th>p99 during ms</th>"
             "<th>failed check</th></tr>" + "".join(rows) + "</table>")
 
 

@@ -208,13 +208,13 @@ def say(msg: str) -> None:
 
 
 def terminal_table(exps: list[dict]) -> str:
-    head = ("experiment", "status", "time s", "acked", "lost", "dup", "unavail s", "p99 fault ms",
-            "failed check")
+    head = ("experiment", "status", "time s", "acked", "failed", "lost", "dup", "unavail s",
+            "p99 fault ms", "failed check")
     rows = [head]
     for x in exps:
         v = x.get("verdict") or {}
         rows.append((x["name"], x["status"].upper(), f"{x['duration_s']:.0f}",
-                     str(v.get("acked", "–")), str(v.get("lost", "–")),
+                     str(v.get("acked", "–")), str(v.get("failed", "–")), str(v.get("lost", "–")),
                      str(v.get("duplicates", "–")), _num(v.get("max_unavailable_s")),
                      _num(v.get("p99_during_ms")),
                      "; ".join(x.get("failed_checks") or []) or (x.get("error") or "")))
