@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 import json
 import subprocess
 import sys
@@ -108,3 +109,18 @@ def test_run_dir_follows_the_journal(monkeypatch, tmp_path):
     monkeypatch.setenv("TWINSITE_RUN_DIR", str(tmp_path / "env"))
     assert traffic.run_dir_for({}) == tmp_path / "env"
     assert traffic.run_dir_for({"run_dir": str(tmp_path / "cfg")}) == tmp_path / "cfg"
+
+
+def test_chaos_run_without_a_lab_stops_with_one_clear_line(tmp_path):
+    env = {**__import__("os").environ, "TWINSITE_LAB_DIR": str(tmp_path / "no-lab")}
+    r = subprocess.run([sys.executable, "-m", "chaostoolkit", "--no-version-check", "--no-log-file",
+                        "run", "--journal-path", str(tmp_path / "journal.json"),
+                        str(Path(__file__).resolve().parent.parent / "experiments" /
+                            "zone-outage.yaml")],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "twinsite traffic cannot start: no lab is running" in out
+    assert "Traceback" not in out
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    assert journal["status"] == "interrupted" and journal["run"] == []  # no fault was injected

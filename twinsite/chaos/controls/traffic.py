@@ -143,9 +143,13 @@ def _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, c
     _run.rate = float(rate) if rate else defaults.drill_rate_msgs_per_s * float(rate_factor)
     _run.rooms = int(rooms) if rooms else defaults.drill_rooms
     state_dir = config_value(configuration, "state_dir", "TWINSITE_LAB_DIR")
-    endpoints = endpoints_from_lab(state_dir) if state_dir else endpoints_from_lab()
-    config = DriverConfig(endpoints=endpoints, rate=_run.rate, rooms=_run.rooms,
-                          subscribers=int(subscribers), settle_s=float(settle_s))
+    try:  # chaoslib swallows a control's errors: say it loudly and stop the run instead
+        endpoints = endpoints_from_lab(state_dir) if state_dir else endpoints_from_lab()
+        config = DriverConfig(endpoints=endpoints, rate=_run.rate, rooms=_run.rooms,
+                              subscribers=int(subscribers), settle_s=float(settle_s))
+        config.validate()
+    except Exception as e:  # noqa: BLE001 - LabError, ValueError: one line either way
+        raise InterruptExecution(f"twinsite traffic cannot start: {e}") from None
     logger.info(f"twinsite traffic: {_run.rate:.0f} msgs/s over {_run.rooms} rooms, "
                 f"history {_run.history_path}")
     _run.traffic = BackgroundTraffic(config, _run.history_path)
