@@ -24,11 +24,13 @@ import os
 import random
 import socket
 import struct
+import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 HOST = "127.0.0.1"
-QUEUE_LIMIT = 1 << 20  # bytes held per direction before the relay stops reading (backpressure)
+QUEUE_LIMIT = 4 << 20  # bytes held per direction before the relay stops reading (backpressure)
 WRITE_HIGH_WATER = 512 * 1024
 _EOF, _CLOSE, _RESET = "eof", "close", "reset"
 
@@ -101,7 +103,7 @@ class _Pipe:
         delay = s.latency_ms
         if s.jitter_ms:
             delay += random.uniform(-s.jitter_ms, s.jitter_ms)
-        due = self.loop.time() + max(0.0, delay) / 1000.0
+        due = time.monotonic() + max(0.0, delay) / 1000.0  # not loop.time(): that is cached
         due = max(due, self.last_due)  # TCP never reorders: jitter only stretches gaps
         self.last_due = due
         return due
@@ -134,7 +136,8 @@ class _Pipe:
             self.timer = self.loop.call_soon(self.flush)
 
     def _later(self, when: float) -> None:
-        self.timer = self.loop.call_at(when, self.flush)
+        # relative to the loop's cached clock, which lags: flush re-checks and waits the rest
+        self.timer = self.loop.call_later(max(0.0, when - time.monotonic()), self.flush)
 
     def flush(self) -> None:
         self.timer = None
@@ -142,7 +145,7 @@ class _Pipe:
             return
         s = self.link.shape
         while self.queue:
-            now = self.loop.time()
+            now = time.monotonic()
             due, item = self.queue[0]
             if due > now:
                 return self._later(due)
@@ -257,7 +260,7 @@ class _Conn:
     def __init__(self, relay: "Relay"):
         self.relay = relay
         self.loop = relay.loop
-        link = relay.link
+        self.link = link = relay.link  # a resolving relay rebinds it once the peer is known
         self.up_pipe = _Pipe(self, link)  # client -> upstream
         self.down_pipe = _Pipe(self, link)  # upstream -> client
         self.client = _Side(self, self.up_pipe, self.down_pipe, on_made=self.accepted)
@@ -272,10 +275,34 @@ class _Conn:
         relay.conns.add(self)
 
     def accepted(self) -> None:
-        if self.relay.link.silent:
-            self.relay.link.pending.add(self)  # held: dialled when the link comes back
+        if self.relay.resolve is not None:
+            self.loop.create_task(self._resolve())
+            return
+        self._route()
+
+    async def _resolve(self) -> None:
+        peer = self.down_pipe.dst.get_extra_info("peername")
+        link = await self.relay.resolve(peer)
+        if self.closed:
+            return
+        if link is None:
+            return self.shutdown(reset=True)  # nobody we know: refuse
+        self.rebind(link)
+        self._route()
+
+    def _route(self) -> None:
+        if self.link.silent:
+            self.link.pending.add(self)  # held: dialled when the link comes back
         else:
             self.loop.create_task(self._dial())
+
+    def rebind(self, link: Link) -> None:
+        self.link = link
+        for p in (self.up_pipe, self.down_pipe):
+            p.link.pipes.discard(p)
+            p.link = link
+            link.pipes.add(p)
+            p.set_blocked("silent", link.silent)
 
     def dial(self) -> None:
         """Dial a held connection, unless its client gave up while the link was silent."""
@@ -296,7 +323,7 @@ class _Conn:
             except OSError:
                 if self.loop.time() >= give_up or self.closed:
                     return self.shutdown(reset=True)  # refused upstream = crashed process: reset
-                await asyncio.sleep(0.02)  # still starting: hold the client, as a SYN would wait
+                await asyncio.sleep(0.005)  # still starting: hold the client, as a SYN would wait
         if self.closed:
             _reset(self.down_pipe.src)
             return
@@ -320,7 +347,7 @@ class _Conn:
             return
         self.closed = True
         self.relay.conns.discard(self)
-        self.relay.link.pending.discard(self)
+        self.link.pending.discard(self)
         for pipe in (self.up_pipe, self.down_pipe):
             t = pipe.dst
             pipe.close()
@@ -335,6 +362,9 @@ class Relay:
         self.name, self.link, self.target, self.port = name, link, target, port
         self.conns: set[_Conn] = set()
         self.dial_grace = 0.0  # seconds to keep retrying a refusing upstream (lab start-up)
+        # (host, port) of an accepted peer -> the link it crosses (None: reset it); for a
+        # listener that many peers dial, like an advertised route address
+        self.resolve: Callable[[tuple], Awaitable[Link | None]] | None = None
         self.server: asyncio.AbstractServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 

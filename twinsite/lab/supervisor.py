@@ -20,13 +20,15 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from .. import procs
+from .. import natsconf, procs
 from ..natscluster import HOST, LocalNatsCluster, NatsNode
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import model, state
@@ -36,6 +38,8 @@ from .model import LabError
 log = logging.getLogger("twinsite.lab")
 PROBE_STREAM = "LAB_PROBE"
 CONVERGE_TIMEOUT_S = 60.0
+SPLIT_AFTER_S = 1.0  # a vote round takes ms; a term without a leader after this has split
+BOOT_ATTEMPTS = 3
 
 
 def _shape(spec: LinkSpec) -> Shape:
@@ -52,10 +56,79 @@ def _http_status(url: str, timeout: float = 1.0) -> int:
         return 0
 
 
+class SocketTable:
+    """Who owns a loopback TCP socket, from /proc (Linux). Reading /proc/net/tcp costs tens of
+    ms when the machine holds thousands of sockets, so one read serves a burst of lookups."""
+
+    def __init__(self, max_age: float = 0.2):
+        self.max_age = max_age
+        self.read_at = 0.0
+        self.table: dict[tuple[int, int], str] = {}  # (local port, remote port) -> inode
+        self.lock = threading.Lock()
+
+    def _read(self) -> None:
+        table = {}
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if cols[9] != "0" and cols[1].startswith("0100007F:"):
+                    table[(int(cols[1][9:], 16), int(cols[2][9:], 16))] = cols[9]
+        self.table, self.read_at = table, time.monotonic()
+
+    def owner(self, port: int, remote_port: int, pids: dict[int, str]) -> str | None:
+        with self.lock:
+            inode = self.table.get((port, remote_port))
+            if inode is None:
+                if time.monotonic() - self.read_at > 0.005:  # stale for this one: read again
+                    try:
+                        self._read()
+                    except (OSError, IndexError, ValueError):
+                        return None
+                inode = self.table.get((port, remote_port))
+        if inode is None:
+            return None
+        target = f"socket:[{inode}]"
+        for pid, name in pids.items():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return name
+                except OSError:
+                    continue
+        return None
+
+
+class LabNatsCluster(LocalNatsCluster):
+    """The local cluster with routes that cannot bypass the fabric.
+
+    `no_advertise` only hides servers from *clients*. Between servers, NATS dials the address a
+    peer advertises for its routes: for pooled route connections and for routes learnt by
+    gossip (measured: a third of all route connections). So every server advertises its own
+    "advertised route" relay, which finds out which server dialled it (the owner of the source
+    port, from /proc) and relays across the link between the two zones.
+    """
+
+    advertise: dict[str, str] | None = None  # zone -> host:port of its advertised relay
+
+    def write_configs(self) -> None:
+        for zone, n in self.nodes.items():
+            doc = natsconf.server_document(self.topo, self.plan(zone))
+            if self.advertise:
+                doc["cluster"]["advertise"] = self.advertise[zone]
+            n.config_path.parent.mkdir(parents=True, exist_ok=True)
+            n.config_path.write_text(natsconf.render(doc))
+
+
 class Supervisor:
     def __init__(self, topo: Topology, state_dir: Path):
         self.topo, self.dir = topo, state_dir
         self.fabric = Fabric()
+        self.sockets = SocketTable()
         self.lock = asyncio.Lock()
         self.cluster: LocalNatsCluster | None = None  # after the relays hold their ports
         self.gateways = model.gateway_plans(topo)
@@ -94,8 +167,8 @@ class Supervisor:
                                      cluster_port=ports[3 * i + 1], http_port=ports[3 * i + 2],
                                      config_path=d / "nats.conf", log_path=d / "nats.log",
                                      store_dir=d / "jetstream")
-        self.cluster = LocalNatsCluster(self.topo, self.dir / "nats",
-                                        route_address=self._route_address, nodes=nodes)
+        self.cluster = LabNatsCluster(self.topo, self.dir / "nats",
+                                      route_address=self._route_address, nodes=nodes)
         self.gw_port = {g.name: p for g, p in zip(self.gateways, ports[3 * len(zones):])}
 
     async def build_fabric(self) -> None:
@@ -118,17 +191,34 @@ class Supervisor:
                     r = await self.fabric.relay(f"client:{gz}>{dst}", link, None)
                     self.client_relay[(gz, dst)] = r.address
                     relays.append((r, "client", gz, dst))
+        advertise = {}
+        for dst in zones:  # see LabNatsCluster: whoever dials it is looked up, then relayed
+            r = await self.fabric.relay(f"advertised:{dst}", self.fabric.link("unresolved"), None)
+            r.resolve = lambda peer, dst=dst: self._resolve_route_peer(peer, dst)
+            advertise[dst] = r.address
+            relays.append((r, "route", None, dst))
         for g in self.gateways:  # clients are outside the sites: an unshaped edge per gateway
             link = self.edge_links[g.name] = self.fabric.link(f"edge~{g.name}")
             r = await self.fabric.relay(f"edge:{g.name}", link, None)
             self.edge[g.name] = r.address
             relays.append((r, "edge", g.name, None))
         self.allocate_ports()
+        self.cluster.advertise = advertise
         nodes = self.cluster.nodes
         for r, kind, src, dst in relays:
             port = (nodes[dst].cluster_port if kind == "route" else
                     nodes[dst].client_port if kind == "client" else self.gw_port[src])
             r.target = (HOST, port)
+
+    async def _resolve_route_peer(self, peer: tuple, dst: str) -> Link | None:
+        pids = {n.proc.pid: z for z, n in self.cluster.nodes.items() if n.running}
+        src = await asyncio.to_thread(self.sockets.owner, peer[1],
+                                      int(self.cluster.advertise[dst].rsplit(":", 1)[1]), pids)
+        if src is None or src == dst:
+            # typically a dialler that already gave up (FIN_WAIT2, no owner): nothing to relay
+            log.info("advertised route of %s dialled by an unknown peer %s: refused", dst, peer)
+            return None
+        return self.zone_links[model.pair_key(src, dst)]
 
     def gateway_nats_urls(self, g: model.GatewayPlan) -> list[str]:
         """Own zone directly, then the rest of its own site, then other sites, via the fabric."""
@@ -292,6 +382,57 @@ class Supervisor:
 
     # --- start / stop ------------------------------------------------------------------------
 
+    async def boot_nats(self, attempts: int = BOOT_ATTEMPTS) -> None:
+        """Wait for the first meta leader; restart a fresh cluster if the first election split.
+
+        At boot every server knows only itself and learns its peers over the routes; through the
+        relays that takes a few ms longer than direct, and in about one boot out of four the first
+        vote splits, which costs a full Raft election timeout (4-9 s). A split is visible in
+        /raftz (a term was started, nobody leads) and a fresh restart costs ~0.3 s, so it is
+        cheaper to start over (empty stores: nothing is lost).
+        """
+        for attempt in range(1, attempts + 1):
+            split = await asyncio.to_thread(self._wait_meta_leader, attempt == attempts)
+            if not split:
+                await asyncio.to_thread(self.cluster.wait_ready, 30.0)
+                return
+            log.warning("first meta election split; restarting the NATS servers fresh "
+                        "(attempt %d)", attempt + 1)
+            for n in self.cluster.nodes.values():
+                if n.proc is not None:
+                    procs.reap(n.proc, sig=signal.SIGKILL)
+                shutil.rmtree(n.store_dir, ignore_errors=True)
+            for zone in self.cluster.nodes:
+                self.cluster.start_node(zone)
+            self.write_state()
+
+    def _wait_meta_leader(self, last: bool, timeout: float = 30.0) -> bool:
+        """True when the first election visibly split (and `last` is False), False on a leader."""
+        deadline = time.monotonic() + timeout
+        campaign_seen = None
+        while time.monotonic() < deadline:
+            for n in self.cluster.nodes.values():
+                self.cluster._alive_or_raise(n)
+            if self.cluster.meta_leader():
+                return False
+            if not last:
+                terms, seen = [], []
+                for n in self.cluster.nodes.values():
+                    try:
+                        g = n.monitor("/raftz?group=_meta_").get("$SYS", {}).get("_meta_", {})
+                        terms.append(int(g.get("term") or 0))
+                        seen.append(f"{n.zone}:{g.get('state')}/{g.get('term')}/"
+                                    f"{g.get('voted_for')}/{g.get('leader')}/{g.get('size')}")
+                    except (OSError, ValueError):
+                        pass
+                if terms and max(terms) >= 1 and campaign_seen is None:
+                    campaign_seen = time.monotonic()
+                if campaign_seen and time.monotonic() - campaign_seen > SPLIT_AFTER_S:
+                    log.warning("split: %s", " ".join(seen))
+                    return True
+            time.sleep(0.05)
+        raise TimeoutError(f"no JetStream meta leader after {timeout:.0f}s")
+
     def set_dial_grace(self, seconds: float) -> None:
         for r in self.fabric.relays.values():
             r.dial_grace = seconds
@@ -307,22 +448,28 @@ class Supervisor:
         self.cluster.write_configs()
         for zone in self.cluster.nodes:
             self.cluster.start_node(zone)
+        self.write_state()
+        t1 = time.monotonic()
+        # Gateways start once the meta leader exists: their imports would steal the CPU that the
+        # servers and relays need to win the first election (a split costs seconds).
+        await self.boot_nats()
         for g in self.gateways:
             self.start_gateway(g)
         self.write_state()
-        t1 = time.monotonic()
-        await asyncio.to_thread(self.cluster.wait_ready, 30.0)
         t2 = time.monotonic()
-        await self.probe_write(30.0)
-        t3 = time.monotonic()
-        await asyncio.to_thread(procs.wait_until, self.gateways_ready, 30.0, 0.05,
-                                "every gateway's /readyz")
+        probe_s = []
+
+        async def probe():
+            await self.probe_write(30.0)
+            probe_s.append(time.monotonic() - t2)
+        await asyncio.gather(probe(), asyncio.to_thread(
+            procs.wait_until, self.gateways_ready, 30.0, 0.05, "every gateway's /readyz"))
         self.set_dial_grace(0.0)
         self.ready = True
         self.write_state()
-        t4 = time.monotonic()
-        log.warning("lab ready in %.2fs (spawned %.2f, nats %.2f, probe %.2f, gateways %.2f)",
-                    t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+        t3 = time.monotonic()
+        log.warning("lab ready in %.2fs (spawned %.2f, nats %.2f, then probe write %.2f, "
+                    "gateways ready %.2f)", t3 - t0, t1 - t0, t2 - t1, probe_s[0], t3 - t2)
 
     async def shutdown(self) -> None:
         self.ready = False
