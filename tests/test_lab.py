@@ -103,6 +103,14 @@ def test_status_describes_the_topology(lab, lab_dir):
         assert len(urls) == 2
         assert all(post_message(u) == 201 for u in urls)  # clients reach JetStream via the edge
     assert labapi.is_running(str(lab_dir))
+    # no route bypasses the fabric: nobody dialled a server's own cluster port (pooled and
+    # gossiped routes included)
+    cluster_ports = {n["cluster_port"] for n in nodes(st, "nats")}
+    for n in nodes(st, "nats"):
+        routes = monitor(n["monitor_url"], "/routez")["routes"]
+        assert len({r["remote_name"] for r in routes}) == 6, n["name"]
+        direct = [r for r in routes if r["did_solicit"] and r["port"] in cluster_ports]
+        assert not direct, (n["name"], direct)
 
     r = cli("status", "--json", state_dir=lab_dir)
     assert r.returncode == 0 and json.loads(r.stdout)["client_endpoints"] == st["client_endpoints"]

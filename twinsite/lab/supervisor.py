@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -54,6 +55,37 @@ def _http_status(url: str, timeout: float = 1.0) -> int:
         return e.code
     except OSError:
         return 0
+
+
+def stable_ports(n: int) -> list[int]:
+    """n free loopback ports *below* the kernel's ephemeral range.
+
+    A process's port must stay free while it is down (power loss, crash) so that `restore` can
+    bind it again; a port from the ephemeral range could meanwhile be taken as the source port
+    of any outgoing connection (the relays make hundreds).
+    """
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = random.sample(range(max(1024, low - 16384), low), min(4 * n + 64, low - 1024))
+    socks, ports = [], []
+    try:
+        for port in candidates:
+            s = socket.socket()
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+            ports.append(port)
+            if len(ports) == n:
+                return ports
+    finally:
+        for s in socks:
+            s.close()
+    return ports + procs.free_ports(n - len(ports))
 
 
 class SocketTable:
@@ -159,7 +191,7 @@ class Supervisor:
         """Every process port in one batch, chosen while the relays already hold theirs: no two
         listeners can be handed the same free port."""
         zones = [z for z in self.topo.zones]
-        ports = procs.free_ports(3 * len(zones) + len(self.gateways))
+        ports = stable_ports(3 * len(zones) + len(self.gateways))
         nodes = {}
         for i, z in enumerate(zones):
             d = self.dir / "nats" / z.name
@@ -489,6 +521,7 @@ class Supervisor:
         for z, n in self.cluster.nodes.items():
             nodes.append({"name": z, "site": n.site, "zone": z, "kind": "nats",
                           "url": n.client_url, "monitor_url": n.monitor_url,
+                          "cluster_port": n.cluster_port,
                           "pid": n.proc.pid if n.running else None,
                           "state": "up" if n.running else "down"})
         for g in self.gateways:
