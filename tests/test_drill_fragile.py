@@ -57,7 +57,10 @@ def test_site_power_cut_fails_on_the_fragile_stack(fragile_project, tmp_path):
     assert summary["stack"] == "fragile"
     assert x["name"] == "site-power-cut" and x["status"] == "deviated" and x["deviated"]
     # the right reason: writes stalled past the budget; nothing acknowledged was lost
-    assert x["failed_checks"] == ["writes-unavailable-at-most-12s"], out[-3000:]
+    assert x["failed_checks"][0] == "writes-unavailable-at-most-12s", out[-3000:]
+    # (writes that waited out the whole stall may also push the p99 over its budget)
+    assert set(x["failed_checks"]) <= {"writes-unavailable-at-most-12s",
+                                       "p99-during-fault-at-most-9000ms"}
     v = x["verdict"]
     assert v["max_unavailable_s"] > 12.0
     assert v["lost"] == 0 and v["duplicates"] == 0 and v["unread_rooms"] == 0
