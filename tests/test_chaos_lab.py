@@ -89,3 +89,14 @@ def test_chaos_run_zone_outage_passes_and_records_the_fault(lab_dir, tmp_path):
         verdict["acked"]
     # the method's restore converged the lab; the rollback found nothing left to do
     assert probes.lab_healthy(configuration={"state_dir": str(lab_dir)}) is True
+
+
+def test_drill_refuses_a_lab_running_another_stack(lab_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "twinsite.cli", "drill", "zone-outage", "--stack",
+                        "fragile", "--state-dir", str(lab_dir), "--reports", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2
+    assert "the lab is up with stack 'lab', not 'fragile'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert labapi.is_running(str(lab_dir))  # not ours to tear down
+    assert not list(tmp_path.iterdir())  # and no empty report folder

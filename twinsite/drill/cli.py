@@ -296,7 +296,6 @@ def drill(args: argparse.Namespace) -> int:
     reports = Path(args.reports) if args.reports else project_root() / "reports"
     started = datetime.now(timezone.utc)
     out = reports / started.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     say(f"drill: {len(paths)} experiment(s) against stack {args.stack!r} -> {out}")
     entries: list[dict] = []
@@ -304,6 +303,7 @@ def drill(args: argparse.Namespace) -> int:
                "duration_s": None, "experiments": entries}
     try:
         with Lab(args.stack, state_dir) as lab:
+            out.mkdir(parents=True, exist_ok=True)
             for i, path in enumerate(paths, 1):
                 if i > 1:
                     lab.restore_all()
