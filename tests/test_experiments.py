@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
 NAMES = {p.stem for p in EXPERIMENTS}
 REQUIRED_METRICS = {"lost": 0, "duplicates": 0, "unexpected": 0, "order_violations": 0,
-                    "unread_rooms": 0}
+                    "unread_rooms": 0, "delivery_missing": 0}
 
 
 def load(path):
