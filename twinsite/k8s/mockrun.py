@@ -7,6 +7,8 @@ outputs, as a fresh `pulumi up` would for Kubernetes objects.
 
 from __future__ import annotations
 
+import asyncio
+
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -87,6 +89,17 @@ class _Recorder(mocks.Mocks):
         return {}, None
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's runtime creates futures on the thread's current loop; after another asyncio
+    user (pytest-asyncio, asyncio.run) closed and unset it, give the thread a fresh one."""
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_callable(fn: Callable[[], Any], stack: str) -> tuple[list[Captured], Any]:
     """Run `fn` as a Pulumi program under mocks; the resources it registered and its result
     with every Output in it awaited (so a test sees real values, never a pending Output)."""
@@ -99,6 +112,7 @@ def run_callable(fn: Callable[[], Any], stack: str) -> tuple[list[Captured], Any
             result.append(await pulumi.Output.from_input(value).future(with_unknowns=True))
 
         settings.ROOT.set(None)  # a fresh root stack per run
+        _ensure_event_loop()
         mocks.set_mocks(recorder, project=PROJECT, stack=stack, preview=False)
         try:
             _sync_await(run_pulumi_func(program))
