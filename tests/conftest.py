@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,14 +63,6 @@ def site_first_urls(cluster: LocalNatsCluster, site: str) -> list[str]:
     return own + [u for u in cluster.client_urls() if u not in own]
 
 
-def http_status(url: str, timeout: float = 1.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 class GatewayStarter:
     """Starts gateway subprocesses and remembers them so `reap_all` can stop every one."""
 
@@ -98,7 +89,7 @@ class GatewayStarter:
             if proc.poll() is not None:
                 raise procs.ChildExited(f"gateway exited ({proc.returncode}): "
                                         f"{log.read_text(errors='replace')[-2000:]}")
-            return http_status(base + ("/readyz" if wait_ready else "/healthz")) == 200
+            return procs.http_status(base + ("/readyz" if wait_ready else "/healthz")) == 200
 
         procs.wait_until(up, timeout, interval=0.1, what=f"gateway {base} ready")
         return base

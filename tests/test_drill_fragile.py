@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from twinsite import lab as labapi
 from twinsite.topology import load_stack

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import kubernetes_validate
 import pulumi
-import pytest
 import yaml
 
 from twinsite import cli, render, topology

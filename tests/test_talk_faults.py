@@ -10,7 +10,6 @@ import time
 import uuid
 
 import httpx
-import pytest
 
 from twinsite import procs
 from conftest import site_first_urls

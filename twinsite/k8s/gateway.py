@@ -146,7 +146,7 @@ class OperationsTool(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: OpsToolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("twinsite:operations:Tool", name, None, opts)
-        topo, site, tool, ns, prov = args.topo, args.site, args.tool, args.namespace, args.provider
+        site, tool, ns, prov = args.site, args.tool, args.namespace, args.provider
         lab = c.labels(tool.name, f"{tool.name}-{site.name}", "operations", site.name, site.role,
                        c.image_version(tool.image), **{c.NATS_CLIENT_LABEL: "true"})
         sel = c.selector(lab)

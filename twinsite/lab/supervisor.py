@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from .. import procs
@@ -45,23 +44,13 @@ def _shape(spec: LinkSpec) -> Shape:
     return Shape(spec.latency_ms, spec.jitter_ms, spec.bandwidth_kbit)
 
 
-def _http_status(url: str, timeout: float = 1.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
-
-
 class Supervisor:
     def __init__(self, topo: Topology, state_dir: Path):
         self.topo, self.dir = topo, state_dir
         self.fabric = Fabric()
         self.sockets = SocketTable()
         self.lock = asyncio.Lock()
-        self.cluster: LocalNatsCluster | None = None  # after the relays hold their ports
+        self.cluster: LabNatsCluster | None = None  # after the relays hold their ports
         self.gateways = model.gateway_plans(topo)
         self.gw_port: dict[str, int] = {}
         self.gw_proc: dict[str, subprocess.Popen | None] = {g.name: None for g in self.gateways}
@@ -269,7 +258,7 @@ class Supervisor:
             if p is not None and p.poll() is not None:
                 raise procs.ChildExited(f"gateway {g.name} exited ({p.returncode}); see "
                                         f"{self.dir / 'gateways' / (g.name + '.log')}")
-            if p is None or _http_status(f"http://{HOST}:{self.gw_port[g.name]}/readyz") != 200:
+            if p is None or procs.http_status(f"http://{HOST}:{self.gw_port[g.name]}/readyz") != 200:
                 return False
         return True
 

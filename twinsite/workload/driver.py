@@ -24,7 +24,6 @@ import asyncio
 import itertools
 import json
 import secrets
-import time
 from dataclasses import dataclass, field
 
 import aiohttp

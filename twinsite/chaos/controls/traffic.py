@@ -133,7 +133,6 @@ def cleanup_control(**_):
 
 
 def _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, configuration):
-    global _run
     if _run is None:
         before_experiment_control(None, configuration=configuration)
     if _run.traffic is not None or _run.stopped:
