@@ -293,7 +293,7 @@ async def _publish_rounds(tmp_hosts, rounds: int, seconds: float, inflight: int,
             await nc.close()
 
 
-def jetstream_publish(rounds: int = 3, seconds: float = 5.0, inflight: int = 32,
+def jetstream_publish(rounds: int = 5, seconds: float = 5.0, inflight: int = 32,
                       size: int = 200) -> None:
     import uvloop
 
