@@ -11,6 +11,16 @@ from . import client, state
 from .model import LabError
 
 
+def _accept_state_dir_anywhere(parser: argparse.ArgumentParser) -> None:
+    """`twinsite lab up --state-dir D` and `twinsite lab --state-dir D up` both work."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("--state-dir", default=argparse.SUPPRESS,
+                                 help="lab state directory (as before the subcommand)")
+                _accept_state_dir_anywhere(sub)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="twinsite lab", description="the local dual-site lab")
     p.add_argument("--state-dir", default=None,
@@ -43,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     h = fs.add_parser("heal", help="heal the links between A and B (or every link)")
     h.add_argument("a", nargs="?")
     h.add_argument("b", nargs="?")
+    _accept_state_dir_anywhere(p)
     return p
 
 
