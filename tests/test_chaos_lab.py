@@ -38,9 +38,9 @@ def test_actions_check_names_against_the_lab(lab_dir):
         actions.kill_zone("pangyo-z", configuration=c)
     with pytest.raises(ActivityFailed, match="unknown site 'busan'"):
         actions.cut_power("busan", configuration=c)
-    with pytest.raises(ActivityFailed, match="unknown link end 'mars'"):
+    with pytest.raises(ActivityFailed, match="unknown site or zone 'mars'"):
         actions.partition_link("pangyo", "mars", configuration=c)
-    with pytest.raises(ActivityFailed, match="unknown restore target"):
+    with pytest.raises(ActivityFailed, match="unknown site or zone 'nowhere'"):
         actions.restore("nowhere", configuration=c)
     with pytest.raises(ActivityFailed, match="unknown site 'busan'"):
         actions.move_stream_leader("busan", configuration=c)
