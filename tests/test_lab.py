@@ -262,13 +262,34 @@ def test_unknown_operations_and_modes_are_lab_errors(lab):
         lab.partition("ansan-a", "ansan-a")
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (the gateways' forkserver, its forks, helpers...)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out.update(kids)
+        todo.extend(kids)
+    return out
+
+
 def test_supervisor_death_takes_everything_and_down_cleans_up(lab, lab_dir):
     st = lab.status()
-    pids = [n["pid"] for n in st["nodes"]]
     sup = st["supervisor_pid"]
+    pids = [n["pid"] for n in st["nodes"]]
+    everyone = descendants(sup)
+    assert set(pids) <= everyone and len(everyone) > len(pids)  # + forkserver, resource tracker
     os.kill(sup, signal.SIGKILL)  # a crashed supervisor
-    procs.wait_until(lambda: not any(procs.pid_alive(p) for p in pids + [sup]), 10,
-                     what="children to die with the supervisor")
+    procs.wait_until(lambda: not any(procs.pid_alive(p) for p in everyone | {sup}), 10,
+                     what="every descendant to die with the supervisor")
     assert (lab_dir / state.STATE_FILE).exists()  # stale state is left behind...
     assert not labapi.is_running(str(lab_dir))
     with pytest.raises(LabError, match="no lab is running"):
@@ -291,10 +312,10 @@ def test_cli_up_over_stale_state_then_down_leaves_nothing(tmp_path):
         print(f"cli lab up in {time.monotonic() - t0:.1f}s")
         assert "clients of pangyo: http://127.0.0.1:" in r.stdout
         st = LabClient(str(d)).status()
-        pids = [n["pid"] for n in st["nodes"]] + [st["supervisor_pid"]]
+        pids = descendants(st["supervisor_pid"]) | {st["supervisor_pid"]}
         r = cli("down", state_dir=d)
         assert r.returncode == 0 and "down" in r.stdout
-        assert not any(procs.pid_alive(p) for p in pids)
+        assert not [p for p in pids if procs.pid_alive(p)]  # gone when `down` returns
         r = cli("down", state_dir=d)
         assert r.returncode == 0
         r = cli("status", state_dir=d)

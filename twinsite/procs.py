@@ -24,8 +24,10 @@ from typing import Callable, Sequence
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    os.setsid()  # own process group: a group kill reaches all of it, Ctrl-C at the terminal doesn't
+def tie_to_parent(own_group: bool = True) -> None:
+    """In a new child: (own process group and) SIGKILL when the parent thread dies."""
+    if own_group:
+        os.setsid()  # a group kill reaches all of it, Ctrl-C at the terminal doesn't
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -37,7 +39,7 @@ def spawn(argv: Sequence[str], *, log: str | Path | None = None, env: dict | Non
     try:
         return subprocess.Popen(
             list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=cwd, preexec_fn=_die_with_parent if die_with_parent else os.setsid,
+            env=env, cwd=cwd, preexec_fn=tie_to_parent if die_with_parent else os.setsid,
             close_fds=True)
     finally:
         if log:

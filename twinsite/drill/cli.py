@@ -137,7 +137,7 @@ def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None)
     proc = subprocess.Popen(chaos_command(path, run_dir), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             cwd=str(project_root()), text=True, errors="replace",
-                            preexec_fn=procs._die_with_parent)  # dies with us, Ctrl-C is ours
+                            preexec_fn=procs.tie_to_parent)  # dies with us, Ctrl-C is ours
     try:
         try:
             for line in proc.stdout:

@@ -112,7 +112,7 @@ def up(stack: str = "lab", state_dir: str | None = None, timeout: float = 60,
         return client
     state.clean(d, wipe=True)  # a stale state dir from a crashed supervisor
     d.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "twinsite.lab.supervisor", "--stack", stack,
+    argv = [sys.executable, "-m", "twinsite.lab", "--stack", stack,
             "--state-dir", str(d)]
     proc = procs.spawn(argv, log=d / "supervisor.log", die_with_parent=die_with_parent,
                        env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -1,6 +1,6 @@
 """The lab supervisor: one process owning the NATS servers, the gateways and the link fabric.
 
-`python -m twinsite.lab.supervisor --stack lab --state-dir DIR` (started by `twinsite lab up`).
+`python -m twinsite.lab --stack lab --state-dir DIR` (started by `twinsite lab up`).
 Everything runs on one asyncio loop in the main thread; children are spawned from that thread
 only, because PR_SET_PDEATHSIG fires when the *spawning thread* exits. Blocking waits (monitor
 polling) go to worker threads. Faults are serialized by one lock. The control API is a tiny JSON
@@ -30,6 +30,7 @@ from ..natscluster import HOST, NatsNode
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import model, state
 from .fabric import Fabric, Link, Shape
+from .forker import GatewayForker
 from .model import LabError
 from .routes import LabNatsCluster, SocketTable, stable_ports
 
@@ -54,6 +55,7 @@ class Supervisor:
         self.gateways = model.gateway_plans(topo)
         self.gw_port: dict[str, int] = {}
         self.gw_proc: dict[str, subprocess.Popen | None] = {g.name: None for g in self.gateways}
+        self.forker = GatewayForker()
         self.route_relay: dict[tuple[str, str], str] = {}  # (from, to) -> host:port
         self.client_relay: dict[tuple[str, str], str] = {}  # (gateway zone, nats zone) -> host:port
         self.edge: dict[str, str] = {}  # gateway name -> client-facing host:port
@@ -156,10 +158,13 @@ class Supervisor:
             return
         logdir = self.dir / "gateways"
         logdir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", g.site,
-                "--nats", ",".join(self.gateway_nats_urls(g)),
+        argv = ["serve", "--site", g.site, "--nats", ",".join(self.gateway_nats_urls(g)),
                 "--listen", f"{HOST}:{self.gw_port[g.name]}", "--stack", self.topo.stack]
-        self.gw_proc[g.name] = procs.spawn(argv, log=logdir / f"{g.name}.log")
+        self.gw_proc[g.name] = self.forker.spawn(argv, log=logdir / f"{g.name}.log")
+
+    def start_gateways(self) -> None:
+        for g in self.gateways:
+            self.start_gateway(g)
 
     def start_zone(self, zone: str) -> None:
         self.cluster.start_node(zone)
@@ -195,6 +200,8 @@ class Supervisor:
             "children": {k: state.record(p.pid) for k, p in self.children().items()
                          if p.poll() is None},
         }
+        if self.forker.server_pid() is not None:
+            doc["children"]["forkserver"] = state.record(self.forker.server_pid())
         state.write_json(self.dir / state.STATE_FILE, doc)
 
     async def stop_children(self) -> None:
@@ -368,15 +375,18 @@ class Supervisor:
         self.cluster.write_configs()
         for zone in self.cluster.nodes:
             self.cluster.start_node(zone)
+        # One process imports the gateway code once, while the servers boot; the first fork
+        # waits for it, off the loop so the relays keep going. Forked gateways retry until the
+        # servers answer.
+        self.forker.warm_up()
+        forking = asyncio.create_task(asyncio.to_thread(self.start_gateways))
         self.write_state()
         t1 = time.monotonic()
-        # Gateways start once the meta leader exists: their imports would steal the CPU that the
-        # servers and relays need to win the first election (a split costs seconds).
         await self.boot_nats()
-        for g in self.gateways:
-            self.start_gateway(g)
-        self.write_state()
         t2 = time.monotonic()
+        await forking
+        self.write_state()
+        t_forked = time.monotonic() - t1
         probe_s = []
 
         async def probe():
@@ -388,13 +398,15 @@ class Supervisor:
         self.ready = True
         self.write_state()
         t3 = time.monotonic()
-        log.warning("lab ready in %.2fs (spawned %.2f, nats %.2f, then probe write %.2f, "
-                    "gateways ready %.2f)", t3 - t0, t1 - t0, t2 - t1, probe_s[0], t3 - t2)
+        log.warning("lab ready in %.2fs (spawned %.2f, then meta leader %.2f and gateways forked "
+                    "%.2f, then probe write %.2f and gateways ready %.2f)", t3 - t0, t1 - t0,
+                    t2 - t1, t_forked, probe_s[0], t3 - t2)
 
     async def shutdown(self) -> None:
         self.ready = False
         if self.cluster is not None:
             await self.stop_children()
+        self.forker.stop()
         await self.fabric.close()
         try:
             (self.dir / state.STATE_FILE).unlink()
@@ -581,7 +593,7 @@ async def run(topo: Topology, state_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m twinsite.lab.supervisor")
+    p = argparse.ArgumentParser(prog="python -m twinsite.lab")
     p.add_argument("--stack", default="lab")
     p.add_argument("--state-dir", required=True)
     args = p.parse_args(argv)

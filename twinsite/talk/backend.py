@@ -122,11 +122,11 @@ class Backend:
                 await asyncio.sleep(0.5)
         while not self._closing and not self.stream_ready:
             try:
-                await self.ensure_stream()
+                await self.ensure_stream(info_timeout=s.ready_timeout_s)
                 self.stream_ready = True
             except Exception as e:  # noqa: BLE001 - JetStream not ready yet (no meta leader)
                 log.info("stream %s not ready (%s); retrying", s.stream, e or type(e).__name__)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.2)
 
     async def _on_error(self, e) -> None:
         log.debug("nats error: %s", e)
@@ -166,11 +166,14 @@ class Backend:
             duplicate_window=s.duplicate_window_s, allow_direct=True,
             max_msg_size=s.max_body_bytes + 1024)
 
-    async def ensure_stream(self) -> None:
-        """Create the stream if absent. Idempotent and safe when many gateways race."""
+    async def ensure_stream(self, info_timeout: float = 2.0) -> None:
+        """Create the stream if absent. Idempotent and safe when many gateways race.
+
+        While another gateway's create is still electing the stream's leader, nobody answers
+        STREAM.INFO: at start-up a short timeout and a quick retry beat one long wait."""
         nc = self._conn()
         cfg = self.stream_config().as_dict()
-        resp = await self._api(f"STREAM.INFO.{self.settings.stream}", b"", timeout=2.0)
+        resp = await self._api(f"STREAM.INFO.{self.settings.stream}", b"", timeout=info_timeout)
         err = resp.get("error")
         if not err:
             return

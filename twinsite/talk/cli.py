@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_topology(topo, args.site, urls, max_body_bytes=args.max_body_bytes,
                                       publish_timeout_s=args.publish_timeout)
     app = create_app(settings)
-    config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
+    config = uvicorn.Config(app, loop="uvloop", http="httptools", ws="none", lifespan="on",
                             log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=3, server_header=False,
                             proxy_headers=False)
