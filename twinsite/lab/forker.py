@@ -14,7 +14,6 @@ Process hygiene stays what `procs.spawn` gives:
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 import signal
@@ -71,16 +70,10 @@ class ForkedChild:
             raise subprocess.TimeoutExpired(self.args, timeout)
         return self._p.exitcode
 
-    def send_signal(self, sig: int) -> None:
-        if self._p.exitcode is None:
-            os.kill(self._p.pid, sig)
-
 
 def _serve(argv: list[str], log: str) -> None:
     """The child: own group, dies with the forkserver, output to its log, then the gateway."""
-    gc.freeze()  # the preloaded objects are never collected: no copy-on-write of the whole heap
     procs.tie_to_parent()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
