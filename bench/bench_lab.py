@@ -105,7 +105,7 @@ def fabric_throughput(trials: int = 5) -> None:
     srv.close()
 
 
-def lab_up_time(runs: int = 3) -> None:
+def lab_up_time(runs: int = 8) -> None:
     from twinsite import lab
 
     times = []
@@ -120,11 +120,13 @@ def lab_up_time(runs: int = 3) -> None:
             finally:
                 lab.down(d)
             log = open(f"{d}/supervisor.log").read().strip().splitlines()
+            splits = sum("first meta election split" in ln for ln in log)
             phases.append(next((ln.split("lab ready in ", 1)[1] for ln in log[::-1]
-                                if "lab ready in" in ln), "?"))
+                                if "lab ready in" in ln), "?") + f", {splits} split election(s)")
     for t, ph in zip(times, phases):
         print(f"  lab up: {t:.2f}s (supervisor: {ph})")
-    print(f"lab up (lab stack, {runs} runs): median {statistics.median(times):.2f}s, "
+    print(f"lab up (lab stack, {runs} runs; a split first meta election costs a NATS restart): "
+          f"median {statistics.median(times):.2f}s, "
           f"best {min(times):.2f}s, worst {max(times):.2f}s (goal <= 3 s)")
 
 
