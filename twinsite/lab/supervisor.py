@@ -1,9 +1,10 @@
 """The lab supervisor: one process owning the NATS servers, the gateways and the link fabric.
 
 `python -m twinsite.lab --stack lab --state-dir DIR` (started by `twinsite lab up`).
-Everything runs on one asyncio loop in the main thread; children are spawned from that thread
-only, because PR_SET_PDEATHSIG fires when the *spawning thread* exits. Blocking waits (monitor
-polling) go to worker threads. Faults are serialized by one lock. The control API is a tiny JSON
+Everything runs on one asyncio loop in the main thread; NATS servers and the gateways'
+forkserver are spawned from that thread only, because PR_SET_PDEATHSIG fires when the *spawning
+thread* exits (gateways are forked by the forkserver, so any thread may ask for one).
+Blocking waits (monitor polling) go to worker threads. Faults are serialized by one lock. The control API is a tiny JSON
 over HTTP/1.1 server on a loopback port recorded in `state.json`:
 
   GET /status                      -> status document
@@ -30,7 +31,7 @@ from ..natscluster import HOST, NatsNode
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import model, state
 from .fabric import Fabric, Link, Shape
-from .forker import GatewayForker
+from .forker import ForkedChild, GatewayForker
 from .model import LabError
 from .routes import LabNatsCluster, SocketTable, stable_ports
 
@@ -54,7 +55,7 @@ class Supervisor:
         self.cluster: LabNatsCluster | None = None  # after the relays hold their ports
         self.gateways = model.gateway_plans(topo)
         self.gw_port: dict[str, int] = {}
-        self.gw_proc: dict[str, subprocess.Popen | None] = {g.name: None for g in self.gateways}
+        self.gw_proc: dict[str, ForkedChild | None] = {g.name: None for g in self.gateways}
         self.forker = GatewayForker()
         self.route_relay: dict[tuple[str, str], str] = {}  # (from, to) -> host:port
         self.client_relay: dict[tuple[str, str], str] = {}  # (gateway zone, nats zone) -> host:port
