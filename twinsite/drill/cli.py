@@ -108,9 +108,10 @@ class Lab:
 
     def restore_all(self) -> None:
         """Between experiments: whatever the last one left broken comes back first."""
-        from ..chaos.drivers.lab import LabDriver
+        from ..faults import Restore
+        from ..lab import LabClient
         try:
-            LabDriver(self.state_dir).restore("all")
+            LabClient(self.state_dir).apply(Restore("all"))
         except Exception as e:  # noqa: BLE001 - the next experiment's health probe will say more
             say(f"  (restore before the next experiment failed: {e})")
 
