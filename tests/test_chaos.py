@@ -56,11 +56,21 @@ def test_chaos_discover_cli(tmp_path):
     assert ACTIONS | PROBES == names
 
 
-def test_k8s_target_is_a_clear_not_yet():
-    with pytest.raises(ActivityFailed, match="target 'k8s' is not implemented yet"):
+def test_k8s_target_needs_a_stack_and_a_kube_context(monkeypatch, tmp_path):
+    monkeypatch.delenv("TWINSITE_STACK", raising=False)
+    with pytest.raises(ActivityFailed, match="target k8s needs a stack"):
         get_driver({"target": "k8s"})
-    with pytest.raises(ActivityFailed, match="target 'k8s' is not implemented yet"):
-        actions.cut_power("pangyo", configuration={"target": "k8s"})
+    with pytest.raises(ActivityFailed, match="Pulumi.nope.yaml"):
+        get_driver({"target": "k8s", "stack": "nope"})
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n"
+                          "clusters:\n- name: x\n  cluster: {server: 'https://127.0.0.1:1'}\n"
+                          "contexts:\n- name: other\n  context: {cluster: x, user: y}\n"
+                          "users:\n- name: y\n  user: {token: t}\ncurrent-context: other\n")
+    with pytest.raises(ActivityFailed, match="site pangyo: kube context 'pangyo' is not in "
+                                             ".*kubeconfig \\(contexts: other\\)"):
+        actions.cut_power("pangyo", configuration={"target": "k8s", "stack": "lab",
+                                                   "kubeconfig": str(kubeconfig)})
     with pytest.raises(ActivityFailed, match="unknown target 'mars'"):
         probes.lab_healthy(configuration={"target": "mars"})
 

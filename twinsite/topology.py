@@ -8,6 +8,7 @@ message is a single line naming the key and the problem.
 from __future__ import annotations
 
 import itertools
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,10 @@ class Site:
     gateway_zones: tuple[str, ...] = ()
     kube_context: str | None = None
     max_gateway_replicas: int | None = None  # a cluster quota cap; the capacity model decides if unset
+    # Where twinsite's tools reach the deployed site (the k8s chaos driver, the traffic driver):
+    gateway_url: str | None = None      # the gateway's client URL (else its LoadBalancer address)
+    nats_url: str | None = None         # a NATS client URL of the site, for JetStream checks
+    external_cidrs: tuple[str, ...] = ()  # more addresses of the site, cut by link faults
 
     @property
     def is_primary(self) -> bool:
@@ -340,7 +345,23 @@ def _sites(r: _Reader) -> tuple[Site, ...]:
         max_gw = r.get(item, "maxGatewayReplicas", p, "int", None, minimum=1)
         if role == "tiebreaker" and max_gw is not None:
             raise r.fail(f"{p}.maxGatewayReplicas", "a tiebreaker site runs no gateways")
-        sites.append(Site(name, role, tuple(zones), tuple(gateway_zones), kube_context, max_gw))
+        gateway_url = r.get(item, "gatewayUrl", p, "str", None)
+        if gateway_url is not None and not re.match(r"^https?://[^/\s]+", gateway_url):
+            raise r.fail(f"{p}.gatewayUrl", f"'{gateway_url}' is not an http(s) URL")
+        nats_url = r.get(item, "natsUrl", p, "str", None)
+        if nats_url is not None and not re.match(r"^(nats|tls)://[^/\s]+", nats_url):
+            raise r.fail(f"{p}.natsUrl", f"'{nats_url}' is not a nats:// or tls:// URL")
+        cidrs = []
+        for j, cidr in enumerate(r.get(item, "externalCidrs", p, "list", [])):
+            r.check(cidr, f"{p}.externalCidrs[{j}]", "str")
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise r.fail(f"{p}.externalCidrs[{j}]", f"'{cidr}' is not an IP address or CIDR") \
+                    from None
+            cidrs.append(cidr)
+        sites.append(Site(name, role, tuple(zones), tuple(gateway_zones), kube_context, max_gw,
+                          gateway_url, nats_url, tuple(cidrs)))
     if not any(s.is_primary for s in sites):
         raise r.fail("sites", "at least one site must have role 'primary'")
     return tuple(sites)

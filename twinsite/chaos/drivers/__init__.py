@@ -45,6 +45,6 @@ def get_driver(configuration: Mapping[str, Any] | None = None,
         from .lab import LabDriver  # imported here: a k8s run must not need the lab's modules
         return LabDriver(state_dir=config_value(configuration, "state_dir", "TWINSITE_LAB_DIR"))
     if target == "k8s":
-        raise ActivityFailed("target 'k8s' is not implemented yet (only 'lab' is); "
-                             "set configuration target: lab")
+        from .k8s import K8sDriver  # the kubernetes client only where it is used
+        return K8sDriver(configuration, secrets)
     raise ActivityFailed(f"unknown target {target!r} (expected one of: {', '.join(TARGETS)})")
