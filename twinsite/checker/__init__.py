@@ -48,7 +48,8 @@ from typing import Callable, Iterable
 
 from ..columns import History, from_events
 from .analysis import Analysis, analyse
-from .checkers import CHECKERS, MAX_IDS, UNKNOWN, leaders_at_fault
+from ..history import leader_sites
+from .checkers import CHECKERS, MAX_IDS, UNKNOWN
 from .stats import percentile
 from .timeline import timeline
 
@@ -107,4 +108,4 @@ def anomalies(verdict: dict) -> list[str]:
 
 
 __all__ = ["ANOMALIES", "CHECKERS", "MAX_IDS", "UNKNOWN", "anomalies", "check", "compose",
-           "leaders_at_fault", "merge_valid", "percentile", "timeline"]
+           "leader_sites", "merge_valid", "percentile", "timeline"]

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ..columns import OTHER
+from ..history import leader_sites
 from .analysis import NONE, Analysis, first_names, names, sorted_str_names
 from .availability import op_room_of_sends, unavailable_by_group
 from .stats import percentile, stats
@@ -210,17 +211,6 @@ def latency(a: Analysis) -> dict:
             "faults": [{"start": s, "stop": None if e == math.inf else e} for s, e in windows]}
 
 
-def leaders_at_fault(marks: list[dict]) -> dict:
-    """{room: site} of the leaders marker in force when the first fault began (else the last)."""
-    leaders = [e for e in marks if e.get("type") == "leaders" and isinstance(e.get("rooms"), dict)]
-    if not leaders:
-        return {}
-    start = next((e["time"] for e in marks if e.get("type") == "fault" and e.get("f") == "start"),
-                 math.inf)
-    before = [e for e in leaders if e["time"] <= start]
-    return dict((before[-1] if before else leaders[0])["rooms"])
-
-
 def _room_figures(worst: np.ndarray, rooms: np.ndarray, room_names) -> dict:
     w = np.sort(worst)
     stalled = rooms[worst > STALL_S]
@@ -239,7 +229,7 @@ def rooms(a: Analysis) -> dict:
     written[group[a.sends.kind == 0]] = True
     idx = np.flatnonzero(written)
     out = {"valid": True, **_room_figures(worst[idx], idx, h.rooms)}
-    leaders = leaders_at_fault(a.marks)
+    leaders = leader_sites(a.h)
     if leaders:
         site_of = np.array([str(leaders.get(r, UNKNOWN)) for r in names(h.rooms, idx)], dtype=object)
         out["by_leader_site"] = {site: _room_figures(worst[idx[site_of == site]],
