@@ -18,9 +18,13 @@ import json
 import math
 import os
 from array import array
+from itertools import repeat
+from operator import attrgetter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import numpy as np
 
 SIDECAR_SUFFIX = ".cols.npz"
@@ -65,8 +69,35 @@ class History:
     torn_lines: int = 0        # a torn last line dropped by the reader (an interrupted run)
 
 
+class Event(msgspec.Struct, gc=False):
+    """The fields of a history line that the checker reads (others are skipped while parsing).
+    Not tracked by the cyclic GC: millions of them must not make collections superlinear."""
+    f: Any = None
+    type: Any = None
+    id: Any = None
+    room: Any = None
+    process: Any = None
+    time: Any = 0.0
+    seq: Any = None
+    ids: Any = None
+    name: Any = None
+    rooms: Any = None
+
+
+MARK_FIELDS = ("type", "f", "name", "rooms", "time")
+_TIME, _F, _ID, _ROOM, _PROC, _SEQ, _TYPE = map(attrgetter, ("time", "f", "id", "room", "process",
+                                                             "seq", "type"))
+F_CODES = {"send": 1, "deliver": 2, "final-read": 3, "subscribe": 4}
+
+
+def as_event(e: dict) -> Event:
+    g = e.get
+    return Event(g("f"), g("type"), g("id"), g("room"), g("process"), g("time", 0.0), g("seq"),
+                 g("ids"), g("name"), g("rooms"))
+
+
 class ColumnBuilder:
-    """Accumulates events into columns (typed arrays, not lists of objects: ~8 bytes a value)."""
+    """Accumulates blocks of events into columns (numpy chunks, concatenated at finish)."""
 
     def __init__(self):
         self._ids: dict = {}
@@ -77,94 +108,102 @@ class ColumnBuilder:
         self.tmin = math.inf
         self.tmax = -math.inf
         self.marks: list[dict] = []
-        self.s = {k: array(c) for k, c in (("line", "q"), ("time", "d"), ("kind", "b"),
-                                            ("id", "q"), ("room", "q"), ("proc", "q"), ("seq", "d"))}
-        self.d = {k: array(c) for k, c in (("line", "q"), ("time", "d"), ("id", "q"), ("room", "q"),
-                                            ("proc", "q"), ("seq", "d"))}
-        self.fr = {k: array(c) for k, c in (("line", "q"), ("time", "d"), ("room", "q"), ("ok", "b"),
-                                             ("start", "q"), ("stop", "q"))}
-        self.fr_ids = array("q")
-        self.sub = {k: array(c) for k, c in (("line", "q"), ("time", "d"), ("room", "q"),
-                                              ("proc", "q"), ("seq", "d"))}
+        self._chunks: dict[str, list] = {}
+        self.fr_ids: list[np.ndarray] = []
+        self._n_fr_ids = 0
+
+    def _put(self, table: str, **cols) -> None:
+        for k, v in cols.items():
+            self._chunks.setdefault(f"{table}.{k}", []).append(v)
 
     @staticmethod
-    def _intern(table: dict, value) -> int:
-        k = table.get(value)
-        if k is None:
-            k = table[value] = len(table)
-        return k
+    def _interned(table: dict, values: list) -> np.ndarray:
+        """Each value's index in `table`, new values appended (one setdefault per value measured
+        faster than map(get) + misses, dict.fromkeys + update, or np.unique on strings)."""
+        sd = table.setdefault
+        return np.array([sd(v, len(table)) for v in values], dtype=np.int64)
+
+    @staticmethod
+    def _seqs(values: list) -> np.ndarray:
+        return np.array(values, dtype=np.float64)  # None -> NaN
 
     def add(self, e: dict) -> None:
-        """Add one event. Raises TypeError/ValueError on wrongly typed fields (e.g. a list id)."""
-        line = self.n
-        self.n += 1
-        t = e.get("time", 0.0)
-        t = float(t)
-        if t < self.tmin:
-            self.tmin = t
-        if t > self.tmax:
-            self.tmax = t
-        f = e.get("f")
-        if f == "send":
-            s = self.s
-            seq = e.get("seq")
-            s["line"].append(line)
-            s["time"].append(t)
-            s["kind"].append(KINDS.get(e.get("type"), OTHER))
-            s["id"].append(self._intern(self._ids, e.get("id")))
-            s["room"].append(self._intern(self._rooms, e.get("room")))
-            s["proc"].append(self._intern(self._procs, e.get("process")))
-            s["seq"].append(NAN if seq is None else float(seq))
-        elif f == "deliver":
-            d = self.d
-            seq = e.get("seq")
-            d["line"].append(line)
-            d["time"].append(t)
-            d["id"].append(self._intern(self._ids, e.get("id")))
-            d["room"].append(self._intern(self._rooms, e.get("room")))
-            d["proc"].append(self._intern(self._procs, e.get("process")))
-            d["seq"].append(NAN if seq is None else float(seq))
-        elif f == "final-read":
-            fr = self.fr
-            ok = e.get("type") == "ok"
-            fr["line"].append(line)
-            fr["time"].append(t)
-            fr["room"].append(self._intern(self._rooms, e.get("room")))
-            fr["ok"].append(ok)
-            fr["start"].append(len(self.fr_ids))
-            if ok:
-                ids, ii = self._ids, self._intern
-                self.fr_ids.extend([ii(ids, i) for i in (e.get("ids") or ())])
-            fr["stop"].append(len(self.fr_ids))
-        elif f == "subscribe":
-            sub = self.sub
-            sub["line"].append(line)
-            sub["time"].append(t)
-            sub["room"].append(self._intern(self._rooms, e.get("room")))
-            sub["proc"].append(self._intern(self._procs, e.get("process")))
-            sub["seq"].append(float(e.get("seq") or 0))
-        elif e.get("type") in ("fault", "leaders"):
-            self.marks.append({**e, "line": line, "time": t})
+        """Add one event dict (prefer add_block: per-call overhead is that of a small block)."""
+        self.add_block([as_event(e)])
+
+    def add_block(self, evs: list[Event]) -> None:
+        """Add events in file order. TypeError/ValueError on wrongly typed fields (a list id)."""
+        if not evs:
+            return
+        base = self.n
+        self.n += len(evs)
+        t = np.frombuffer(array("d", map(_TIME, evs)))  # array(): no silent str -> float
+        self.tmin = min(self.tmin, float(t.min()))
+        self.tmax = max(self.tmax, float(t.max()))
+        code = np.fromiter(map(F_CODES.get, map(_F, evs), repeat(0)), dtype=np.int8, count=len(evs))
+        for c, table in ((1, "send"), (2, "deliver")):
+            rows = np.flatnonzero(code == c)
+            if not len(rows):
+                continue
+            sub = list(map(evs.__getitem__, rows.tolist()))
+            cols = {"line": rows + base, "time": t[rows],
+                    "id": self._interned(self._ids, list(map(_ID, sub))),
+                    "room": self._interned(self._rooms, list(map(_ROOM, sub))),
+                    "proc": self._interned(self._procs, list(map(_PROC, sub))),
+                    "seq": self._seqs(list(map(_SEQ, sub)))}
+            if c == 1:
+                cols["kind"] = np.fromiter(map(KINDS.get, map(_TYPE, sub), repeat(OTHER)),
+                                           dtype=np.int8, count=len(sub))
+            self._put(table, **cols)
+        for k in np.flatnonzero((code == 0) | (code >= 3)).tolist():
+            self._add_rare(evs[k], base + k, float(t[k]), int(code[k]))
+
+    def _add_rare(self, e: Event, line: int, t: float, code: int) -> None:
+        if code == 3:
+            ok = e.type == "ok"
+            ids = self._interned(self._ids, e.ids or ()) if ok else np.zeros(0, dtype=np.int64)
+            start = self._n_fr_ids
+            self.fr_ids.append(ids)
+            self._n_fr_ids += len(ids)
+            self._put("final", line=np.array([line]), time=np.array([t]),
+                      room=self._interned(self._rooms, [e.room]), ok=np.array([ok]),
+                      start=np.array([start]), stop=np.array([self._n_fr_ids]))
+        elif code == 4:
+            self._put("subscribe", line=np.array([line]), time=np.array([t]),
+                      room=self._interned(self._rooms, [e.room]),
+                      proc=self._interned(self._procs, [e.process]),
+                      seq=np.array([float(e.seq or 0)]))
+        elif e.type in ("fault", "leaders"):
+            mark = {k: getattr(e, k) for k in MARK_FIELDS if getattr(e, k) is not None}
+            self.marks.append({**mark, "time": t, "line": line})
         else:
             self.unknown += 1
 
     def finish(self, torn_lines: int = 0) -> History:
-        def table(cols: dict) -> Table:
-            arrs = {k: np.frombuffer(v, dtype=v.typecode if v.typecode != "b" else np.int8).copy()
-                    if len(v) else np.zeros(0, dtype=v.typecode if v.typecode != "b" else np.int8)
-                    for k, v in cols.items()}
-            line, time = arrs.pop("line"), arrs.pop("time")
-            return Table(line, time, arrs)
+        kinds = {"line": np.int64, "time": np.float64, "kind": np.int8, "id": np.int64,
+                 "room": np.int64, "proc": np.int64, "seq": np.float64, "ok": bool,
+                 "start": np.int64, "stop": np.int64}
+        names = {"send": ("kind", "id", "room", "proc", "seq"),
+                 "deliver": ("id", "room", "proc", "seq"),
+                 "final": ("room", "ok", "start", "stop"), "subscribe": ("room", "proc", "seq")}
 
-        fr = table(self.fr)
-        fr.cols["ok"] = fr.cols["ok"].astype(bool)
+        def table(name: str) -> Table:
+            def col(k):
+                parts = self._chunks.get(f"{name}.{k}")
+                return np.concatenate(parts).astype(kinds[k]) if parts else np.zeros(0, kinds[k])
+            return Table(col("line"), col("time"), {k: col(k) for k in names[name]})
+
         return History(
-            send=table(self.s), deliver=table(self.d), final=fr,
-            final_ids=np.array(self.fr_ids, dtype=np.int64), subscribe=table(self.sub),
+            send=table("send"), deliver=table("deliver"), final=table("final"),
+            final_ids=np.concatenate(self.fr_ids) if self.fr_ids else np.zeros(0, np.int64),
+            subscribe=table("subscribe"),
             ids=list(self._ids), rooms=list(self._rooms), procs=list(self._procs),
             marks=tuple(self.marks), unknown=self.unknown, n_events=self.n,
             time_min=self.tmin if self.n else 0.0, time_max=self.tmax if self.n else 0.0,
             torn_lines=torn_lines)
+
+
+BLOCK = 8192
 
 
 def from_events(events, torn_lines: int = 0) -> History:
@@ -172,9 +211,13 @@ def from_events(events, torn_lines: int = 0) -> History:
     if isinstance(events, History):
         return events
     b = ColumnBuilder()
-    add = b.add
+    block: list[Event] = []
     for e in events:
-        add(e)
+        block.append(as_event(e))
+        if len(block) >= BLOCK:
+            b.add_block(block)
+            block = []
+    b.add_block(block)
     return b.finish(torn_lines)
 
 

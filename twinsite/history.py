@@ -20,7 +20,7 @@ Event shapes (all `time` values are seconds since the run's start, from a monoto
   reports it in `unread_rooms` instead of guessing)
 
 Hand-written (no library): it is a few lines of json + a lock, and the format is ours. Reading
-uses orjson, chunk by chunk (a million-operation history is ~300 MB). Besides the JSONL the writer
+uses msgspec, block by block, into typed structs holding only the fields the checker reads (a million-operation history is ~300 MB). Besides the JSONL the writer
 saves the same events as columns (`<file>.cols.npz`, see `twinsite.columns`) when it closes;
 `load_history` uses them while they match the file, else parses the JSONL.
 """
@@ -35,9 +35,9 @@ import threading
 import time
 from pathlib import Path
 
-import orjson
+import msgspec
 
-from .columns import ColumnBuilder, History, load_sidecar, save_sidecar
+from .columns import BLOCK, ColumnBuilder, Event, History, as_event, load_sidecar, save_sidecar
 
 logger = logging.getLogger(__name__)
 CHUNK_BYTES = 8 << 20
@@ -62,6 +62,7 @@ class HistoryWriter:
         self._lock = threading.Lock()
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         self._columns: ColumnBuilder | None = ColumnBuilder() if columns and fresh else None
+        self._pending: list[Event] = []
         self._f = open(self.path, "a", encoding="utf-8", buffering=1)
 
     def now(self) -> float:
@@ -78,10 +79,16 @@ class HistoryWriter:
             if self._kept is not None:
                 self._kept.append(event)
             if self._columns is not None:
-                try:
-                    self._columns.add(event)
-                except (TypeError, ValueError):  # not storable as columns: JSONL only
-                    self._columns = None
+                self._pending.append(as_event(event))
+                if len(self._pending) >= BLOCK:
+                    self._flush_columns()
+
+    def _flush_columns(self) -> None:
+        try:
+            self._columns.add_block(self._pending)
+        except (TypeError, ValueError):  # not storable as columns: JSONL only
+            self._columns = None
+        self._pending = []
 
     def events(self) -> list[dict]:
         """A snapshot of the events written so far (requires keep=True, else read the file)."""
@@ -111,6 +118,8 @@ class HistoryWriter:
             os.fsync(self._f.fileno())
             self._f.close()
             self._f = None
+            if self._columns is not None:
+                self._flush_columns()
             builder, self._columns = self._columns, None
         if builder is not None:
             try:
@@ -125,21 +134,26 @@ class HistoryWriter:
         self.close()
 
 
-def _parse_block(lines: list[bytes], first_line: int, name: str) -> list[dict]:
+_TYPED = msgspec.json.Decoder(list[Event])
+_DICTS = msgspec.json.Decoder(list[dict])
+_ANY = msgspec.json.Decoder()
+
+
+def _parse_block(lines: list[bytes], first_line: int, name: str, decoder) -> list:
     """Events of complete lines (numbered from first_line + 1); HistoryError names a bad line."""
     try:  # fast path: one C-level parse of the whole block
-        events = orjson.loads(b"[" + b",".join(lines) + b"]")
-        if len(events) == len(lines) and all(type(ev) is dict for ev in events):
+        events = decoder.decode(b"[" + b",".join(lines) + b"]")
+        if len(events) == len(lines):
             return events
-    except orjson.JSONDecodeError:
+    except msgspec.DecodeError:
         pass
     events = []
     for n, line in enumerate(lines, first_line + 1):  # slow path: skip blanks, name the bad line
         if not line.strip():
             continue
         try:
-            ev = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            ev = _ANY.decode(line)
+        except msgspec.DecodeError:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError:
@@ -147,11 +161,11 @@ def _parse_block(lines: list[bytes], first_line: int, name: str) -> list[dict]:
             raise HistoryError(f"{name}: line {n}: not valid JSON") from None
         if not isinstance(ev, dict):
             raise HistoryError(f"{name}: line {n}: expected a JSON object")
-        events.append(ev)
+        events.extend(decoder.decode(b"[" + line + b"]"))
     return events
 
 
-def iter_blocks(f, name: str = "history"):
+def iter_blocks(f, name: str = "history", decoder=_DICTS):
     """Yield lists of events from a binary file, block by block; the last item yielded is the
     number of torn lines (0 or 1: an unparsable last line without a newline, dropped)."""
     rest = b""
@@ -167,16 +181,16 @@ def iter_blocks(f, name: str = "history"):
             continue
         rest = block[cut + 1:]
         lines = block[:cut].split(b"\n")
-        yield _parse_block(lines, lineno, name)
+        yield _parse_block(lines, lineno, name, decoder)
         lineno += len(lines)
     torn = 0
     if rest.strip():
         try:
-            orjson.loads(rest)
-        except orjson.JSONDecodeError:
+            _ANY.decode(rest)
+        except msgspec.DecodeError:
             torn = 1  # torn tail of a crashed or interrupted writer
         else:
-            yield _parse_block([rest], lineno, name)
+            yield _parse_block([rest], lineno, name, decoder)
     yield torn
 
 
@@ -228,13 +242,11 @@ def load_history(path, *, sidecar: bool = True) -> History:
             if h is not None:
                 return h
         b = ColumnBuilder()
-        add = b.add
         torn = 0
         try:
-            for block in iter_blocks(f, str(path)):
+            for block in iter_blocks(f, str(path), _TYPED):
                 if isinstance(block, list):
-                    for e in block:
-                        add(e)
+                    b.add_block(block)
                 else:
                     torn = block
         except OSError as e:
