@@ -1,96 +1,112 @@
-"""Checker speed on synthetic histories: 250k and 1M operations (each an invoke and an ok, ~2% with a
-timed-out first attempt and a retry), 64 rooms, 2 subscribers per room on 8 rooms, one fault window.
-Goal (issue 4): 1,000,000 operations in <= 10 s, linear in size."""
+"""`twinsite check` speed on synthetic histories of 250k and 1M operations (each an invoke and an ok,
+~2% with a timed-out first attempt and a retry), 64 rooms, 2 subscribers per room on 8 rooms, one
+fault window. The history is written by the real HistoryWriter (JSONL + column sidecar), then
+`twinsite check` runs as a subprocess, end to end, once reading the sidecar and once the JSONL
+only (`--no-sidecar`); wall time and peak RSS are those of that process (os.wait4).
+Goals (issue 15): 1M operations <= 10 s end to end; 250k -> 1M within 4.5x; peak RSS <= 1 GiB."""
 
 from __future__ import annotations
 
-import gc
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 
-from twinsite.checker import check
-from twinsite.history import HistoryWriter, read_history
+from twinsite.history import HistoryWriter
+
+GOAL_S, GOAL_RATIO, GOAL_RSS_MIB = 10.0, 4.5, 1024.0
 
 
-def synthetic(n_ops: int, rooms: int = 64, seed: int = 1) -> list[dict]:
+def synthetic(n_ops: int, rooms: int = 64, seed: int = 1):
+    """The events of a clean run, in time order (a generator: the bench never holds them all)."""
     rnd = random.Random(seed)
-    ev: list[dict] = []
     stored: dict[str, list[str]] = {}
     seqs: dict[str, int] = {}
     rate = 1000.0
     room_names = [f"room{r}" for r in range(rooms)]
     fault_at, fault_end = n_ops / rate * 0.4, n_ops / rate * 0.5
     faulted = ended = False
+    yield {"type": "leaders", "rooms": {r: ("pangyo", "ansan")[k % 2] for k, r in enumerate(room_names)},
+           "time": 0.0}
     for n in range(n_ops):
         t = n / rate
         if not faulted and t >= fault_at:
-            ev.append({"type": "fault", "f": "start", "name": "kill", "time": t})
+            yield {"type": "fault", "f": "start", "name": "kill", "time": t}
             faulted = True
         if not ended and t >= fault_end:
-            ev.append({"type": "fault", "f": "stop", "name": "kill", "time": t})
+            yield {"type": "fault", "f": "stop", "name": "kill", "time": t}
             ended = True
         room = room_names[n % rooms]
         i = f"m{n}"
         p = n % 16
         base = {"process": p, "f": "send", "room": room, "id": i, "site": "pangyo", "error": None}
-        ev.append({**base, "type": "invoke", "time": t, "seq": None})
+        yield {**base, "type": "invoke", "time": t, "seq": None}
         if rnd.random() < 0.02:
-            ev.append({**base, "type": "info", "time": t + 0.0005, "seq": None, "error": "timeout"})
-            ev.append({**base, "type": "invoke", "time": t + 0.0005, "seq": None, "site": "ansan"})
+            yield {**base, "type": "info", "time": t + 0.0005, "seq": None, "error": "timeout"}
+            yield {**base, "type": "invoke", "time": t + 0.0005, "seq": None, "site": "ansan"}
         s = seqs[room] = seqs.get(room, 0) + 1
         stored.setdefault(room, []).append(i)
-        ev.append({**base, "type": "ok", "time": t + 0.0008, "seq": s})
+        yield {**base, "type": "ok", "time": t + 0.0008, "seq": s}
         if n % rooms < 8:
             for sub in (1000 + n % rooms, 2000 + n % rooms):
-                ev.append({"process": sub, "type": "ok", "f": "deliver", "room": room, "id": i,
-                           "seq": s, "time": t + 0.0009})
+                yield {"process": sub, "type": "ok", "f": "deliver", "room": room, "id": i,
+                       "seq": s, "time": t + 0.0009}
     end = n_ops / rate + 2
     for room in room_names:
-        ev.append({"type": "ok", "f": "final-read", "room": room, "ids": stored.get(room, []),
-                   "time": end})
-    return ev
+        yield {"type": "ok", "f": "final-read", "room": room, "ids": stored.get(room, []), "time": end}
 
 
-def timed_check(events) -> tuple[float, dict]:
-    gc.collect()
+def write_history(path: str, n_ops: int) -> tuple[float, int]:
     t0 = time.perf_counter()
-    v = check(events)
-    return time.perf_counter() - t0, v
+    w = HistoryWriter(path, t0=0.0)
+    n = 0
+    for e in synthetic(n_ops):
+        w.write(e)
+        n += 1
+    w.close()
+    return time.perf_counter() - t0, n
+
+
+def run_check(path: str, *extra: str) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MiB) and exit code of `twinsite check PATH` in its own process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "twinsite.cli", "check", path, "--json", *extra],
+                            stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024.0, proc.returncode
+
+
+def _goal(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 def main() -> None:
-    results = {}
-    for n in (250_000, 1_000_000):
-        events = synthetic(n)
-        secs, v = timed_check(events)
-        assert v["valid"] and v["acked"] == n, v
-        results[n] = secs
-        print(f"checker: {n:>9,} ops ({len(events):>9,} events): {secs:6.2f} s "
-              f"({n / secs:,.0f} ops/s)  valid={v['valid']}", flush=True)
-        if n == 1_000_000:
-            with tempfile.TemporaryDirectory() as d:
-                path = os.path.join(d, "h.jsonl")
-                w = HistoryWriter(path, t0=0.0)
-                t0 = time.perf_counter()
-                for e in events:
-                    w.write(e)
-                w.close()
-                t_write = time.perf_counter() - t0
-                del events
-                gc.collect()
-                t0 = time.perf_counter()
-                events = read_history(path)
-                t_read = time.perf_counter() - t0
-                size = os.path.getsize(path) / 1e6
-            print(f"history file: write {t_write:.2f} s, read {t_read:.2f} s ({size:.0f} MB); "
-                  f"`twinsite check` on 1M ops ~ {t_read + secs:.1f} s", flush=True)
-        del events
-        gc.collect()
-    ratio = results[1_000_000] / results[250_000]
-    print(f"scaling 250k -> 1M (4x ops): {ratio:.2f}x time (linear = 4.0x); "
-          f"goal 1M <= 10 s: {'met' if results[1_000_000] <= 10 else 'MISSED'}")
+    res: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-checker-") as d:
+        for n in (250_000, 1_000_000):
+            path = os.path.join(d, f"h{n}.jsonl")
+            t_write, n_events = write_history(path, n)
+            size = os.path.getsize(path) / 1e6
+            side = os.path.getsize(path + ".cols.npz") / 1e6
+            for mode, extra in (("sidecar", ()), ("jsonl", ("--no-sidecar",))):
+                secs, rss, rc = run_check(path, *extra)
+                assert rc == 0, f"twinsite check exited {rc}"
+                res[n, mode] = (secs, rss)
+                print(f"checker: {n:>9,} ops ({n_events:,} events, {size:.0f} MB JSONL, {side:.0f} MB "
+                      f"sidecar, written in {t_write:.1f} s): `twinsite check` {mode:<7} "
+                      f"{secs:6.2f} s, peak RSS {rss:6.0f} MiB", flush=True)
+            os.remove(path)
+            os.remove(path + ".cols.npz")
+    for mode in ("jsonl", "sidecar"):
+        secs, rss = res[1_000_000, mode]
+        ratio = secs / res[250_000, mode][0]
+        print(f"checker [{mode}]: 1M ops {secs:.2f} s (goal <= {GOAL_S:.0f} s: {_goal(secs <= GOAL_S)}); "
+              f"250k -> 1M {ratio:.2f}x (goal <= {GOAL_RATIO}x: {_goal(ratio <= GOAL_RATIO)}); "
+              f"peak RSS {rss:.0f} MiB (goal <= {GOAL_RSS_MIB:.0f} MiB: {_goal(rss <= GOAL_RSS_MIB)})",
+              flush=True)
 
 
 if __name__ == "__main__":

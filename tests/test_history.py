@@ -100,3 +100,146 @@ def test_twinsite_check_through_the_dispatcher(tmp_path):
     r = subprocess.run([sys.executable, "-m", "twinsite.cli", "check", str(h)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "lost" in r.stdout and not r.stderr
+
+
+def _rich_history(path, *, close=True):
+    """Two rooms led by different sites; room r1 stalls 3 s during the fault, r0 does not."""
+    w = HistoryWriter(path, t0=0.0)
+    w.write({"process": 100, "type": "invoke", "f": "subscribe", "room": "r0", "seq": 0, "time": 0.0})
+    w.write({"type": "leaders", "rooms": {"r0": "ansan", "r1": "pangyo"}, "time": 0.5})
+    seqs = {"r0": 0, "r1": 0}
+    for n in range(20):
+        t = n * 0.5
+        for room in ("r0", "r1"):
+            i = f"{room}-{n}"
+            lat = 6.0 - t if room == "r1" and 6 <= n < 12 else 0.01  # r1 stalls from 3.0 to 6.0
+            base = {"process": 0 if room == "r0" else 1, "f": "send", "room": room, "id": i}
+            w.write({**base, "type": "invoke", "time": t, "seq": None})
+            seqs[room] += 1
+            w.write({**base, "type": "ok", "time": t + lat, "seq": seqs[room]})
+            if room == "r0":
+                w.write({"process": 100, "type": "ok", "f": "deliver", "room": room, "id": i,
+                         "seq": seqs[room], "time": t + 0.02})
+        if n == 5:
+            w.fault("site-power:pangyo", "start")
+        if n == 12:
+            w.fault("site-power:pangyo", "stop")
+    for room in ("r0", "r1"):
+        w.write({"type": "ok", "f": "final-read", "room": room, "time": 20.0,
+                 "ids": [f"{room}-{n}" for n in range(20)]})
+    if close:
+        w.close()
+    return w
+
+
+def test_sidecar_gives_the_same_verdict_as_the_jsonl(tmp_path):
+    from twinsite.checker import check
+    from twinsite.columns import sidecar_path
+    from twinsite.history import load_history
+    p = tmp_path / "h.jsonl"
+    _rich_history(p)
+    assert sidecar_path(p).exists()
+    v_side = check(load_history(p))
+    v_jsonl = check(load_history(p, sidecar=False))
+    v_dicts = check(read_history(p))
+    assert v_side == v_jsonl == v_dicts
+    assert v_side["valid"] is True and v_side["acked"] == 40 and v_side["deliveries"] == 20
+
+
+def test_a_stale_sidecar_is_ignored(tmp_path):
+    from twinsite.checker import check
+    from twinsite.history import load_history
+    p = tmp_path / "h.jsonl"
+    _rich_history(p)
+    with open(p, "a") as f:  # a line appended by another tool after the writer closed
+        f.write(json.dumps({"process": 9, "type": "ok", "f": "send", "room": "r0", "id": "zz",
+                            "time": 21.0}) + "\n")
+    v = check(load_history(p))
+    assert v["malformed"] == 1 and v["valid"] is False
+
+
+def test_appending_writer_and_odd_ids_write_no_sidecar(tmp_path):
+    from twinsite.columns import sidecar_path
+    p = tmp_path / "h.jsonl"
+    p.write_text('{"type": "fault", "f": "start", "name": "x", "time": 0}\n')
+    HistoryWriter(p, t0=0.0).close()
+    assert not sidecar_path(p).exists()
+    q = tmp_path / "q.jsonl"
+    w = HistoryWriter(q, t0=0.0)
+    w.write({"process": 0, "type": "invoke", "f": "send", "room": "r", "id": 7, "time": 0.0})
+    w.write({"process": 0, "type": "invoke", "f": "send", "room": "r", "id": "8", "time": 0.0})
+    w.close()
+    assert not sidecar_path(q).exists()  # ids neither all strings nor all integers: JSONL only
+    assert check_main([str(q)]) == 3  # readable; no final read: cut short, unknown
+
+
+def test_per_room_stalls_split_by_leader_site(tmp_path, capsys):
+    from twinsite.checker import check, leader_sites
+    from twinsite.history import load_history
+    p = tmp_path / "h.jsonl"
+    _rich_history(p)
+    h = load_history(p)
+    assert leader_sites(h) == {"r0": "ansan", "r1": "pangyo"} == leader_sites(read_history(p))
+    v = check(h)
+    assert v["rooms_stalled"] == 1 and v["rooms_stalled_ids"] == ["r1"]
+    assert v["room_unavailable_max_s"] == pytest.approx(3.0)
+    assert v["room_unavailable_p50_s"] == pytest.approx(0.01)
+    by = v["by_leader_site"]
+    assert by["pangyo"]["rooms_stalled"] == 1 and by["pangyo"]["room_unavailable_max_s"] == 3.0
+    assert by["ansan"]["rooms_stalled"] == 0 and by["ansan"]["room_unavailable_max_s"] == 0.01
+    assert check_main([str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "led by pangyo" in out and "led by ansan" in out
+
+
+def test_leaders_marker_in_force_at_the_fault():
+    from twinsite.history import leader_sites
+    ev = [{"type": "leaders", "rooms": {"a": "x"}, "time": 1.0},
+          {"type": "leaders", "rooms": {"a": "y"}, "time": 2.0},
+          {"type": "fault", "f": "start", "name": "k", "time": 3.0},
+          {"type": "leaders", "rooms": {"a": "z"}, "time": 4.0}]
+    assert leader_sites(ev) == {"a": "y"}
+    assert leader_sites(ev[3:]) == {"a": "z"}  # only later markers: the first of them
+    assert leader_sites(ev[2:3]) == {}
+
+
+def test_torn_last_line_is_cut_short_not_lost(tmp_path, capsys):
+    from twinsite.checker import check
+    from twinsite.history import load_history
+    p = tmp_path / "h.jsonl"
+    _rich_history(p)
+    lines = p.read_text().splitlines(keepends=True)
+    sends = [ln for ln in lines if '"final-read"' not in ln]
+    p.write_text("".join(sends) + '{"process": 0, "type": "inv')  # killed mid-write, no final read
+    h = load_history(p)
+    assert h.torn_lines == 1
+    v = check(h)
+    assert v["cut_short"] is True and v["torn_lines"] == 1
+    assert v["lost"] == 0 and v["unread_rooms"] == 2
+    assert v["valid"] == "unknown" and v["valid_by"] == {"durability": "unknown"}
+    assert check_main([str(p)]) == 3
+    assert "UNKNOWN: run cut short" in capsys.readouterr().out
+
+
+def test_failed_final_read_is_unknown_and_a_loss_still_invalid(tmp_path):
+    from twinsite.checker import check
+    ev = [{"process": 0, "type": "invoke", "f": "send", "room": "r", "id": "a", "time": 0.0},
+          {"process": 0, "type": "ok", "f": "send", "room": "r", "id": "a", "time": 0.1, "seq": 1},
+          {"process": 0, "type": "invoke", "f": "send", "room": "s", "id": "b", "time": 0.0},
+          {"process": 0, "type": "ok", "f": "send", "room": "s", "id": "b", "time": 0.1, "seq": 1},
+          {"type": "fail", "f": "final-read", "room": "r", "error": "timeout", "time": 1.0},
+          {"type": "ok", "f": "final-read", "room": "s", "ids": ["b"], "time": 1.0}]
+    v = check(ev)
+    assert v["valid"] == "unknown" and v["cut_short"] is False and v["unread_rooms"] == 1
+    ev[-1] = {**ev[-1], "ids": []}
+    v = check(ev)
+    assert v["valid"] is False and v["valid_by"] == {"durability": False} and v["lost"] == 1
+
+
+def test_check_has_no_process_wide_side_effects():
+    import gc
+    from twinsite.checker import check
+    gc.enable()
+    before = gc.get_threshold()
+    check([{"process": 0, "type": "invoke", "f": "send", "room": "r", "id": "a", "time": 0.0}])
+    assert gc.isenabled() and gc.get_threshold() == before

@@ -1,3 +1,8 @@
+"""Oracle for tests/test_checker_oracle.py: the checker as it was before `twinsite.checker` became a
+composed, columnar package (one pure-Python pass over event dicts). Frozen: do not "fix" it; the
+new checker must agree with it on every history it can express.
+"""
+# The original module documentation follows.
 """The checker: a pure function from a history (see `twinsite.history`) to a verdict. No I/O, no clocks.
 
 Hand-written rather than Jepsen/Elle/Porcupine: those are JVM/Go, and what we check is narrower than
@@ -33,7 +38,6 @@ Definitions (one logical operation per message id: the driver retries the same i
 - `delivery_lag_p99_ms`: per delivery of an acked id, deliver time - ack time (clamped at 0).
 """
 
-from __future__ import annotations
 
 import gc
 import math

@@ -1,0 +1,287 @@
+"""A history as columns: the checker's input, built from event dicts or loaded from a sidecar.
+
+Why: a million-operation run is ~2.3M events; as Python dicts it costs ~2 GiB and a pure-Python
+pass over it ~5 s. As a few numpy arrays per event kind (send, deliver, final read, subscribe)
+it is ~100 MB, and the checks are vectorized. The writer builds the same columns while it
+writes the JSONL and saves them at close as `<history>.cols.npz` beside it; JSONL stays the
+readable record and the source of truth (the sidecar is used only while it matches the JSONL's
+size, and only when every id and room is a string and every process an integer).
+
+Ids, rooms and processes are interned: columns hold small integers, `ids`/`rooms`/`procs` map
+them back to the values of the history. `line` is each event's index in the file, so the checker
+can restore the time order of the history (stable: equal times keep file order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from array import array
+from itertools import repeat
+from operator import attrgetter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+SIDECAR_SUFFIX = ".cols.npz"
+SIDECAR_VERSION = 1
+
+# kinds of a send event
+INVOKE, OK, FAIL, INFO, OTHER = 0, 1, 2, 3, 4
+KINDS = {"invoke": INVOKE, "ok": OK, "fail": FAIL, "info": INFO}
+NAN = math.nan
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """One event kind's columns (equal-length numpy arrays)."""
+    line: np.ndarray
+    time: np.ndarray
+    cols: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+    def __len__(self) -> int:
+        return len(self.line)
+
+
+@dataclass(frozen=True, eq=False)
+class History:
+    """A run's events as columns (see module doc). `marks` keeps the few marker events as dicts."""
+    send: Table       # kind, id, room, proc, seq (NaN = none)
+    deliver: Table    # id, room, proc, seq (NaN = none)
+    final: Table      # room, ok (bool), start, stop (slice of final_ids)
+    final_ids: np.ndarray
+    subscribe: Table  # room, proc, seq (the `after` seq; none -> 0)
+    ids: list
+    rooms: list
+    procs: list
+    marks: tuple = ()          # fault and leaders events (dicts with "line"), file order
+    unknown: int = 0           # events of no known kind
+    n_events: int = 0
+    time_min: float = 0.0
+    time_max: float = 0.0
+    torn_lines: int = 0        # a torn last line dropped by the reader (an interrupted run)
+
+
+class Event(msgspec.Struct, gc=False):
+    """The fields of a history line that the checker reads (others are skipped while parsing).
+    Not tracked by the cyclic GC: millions of them must not make collections superlinear."""
+    f: Any = None
+    type: Any = None
+    id: Any = None
+    room: Any = None
+    process: Any = None
+    time: Any = 0.0
+    seq: Any = None
+    ids: Any = None
+    name: Any = None
+    rooms: Any = None
+
+
+MARK_FIELDS = ("type", "f", "name", "rooms", "time")
+_TIME, _F, _ID, _ROOM, _PROC, _SEQ, _TYPE = map(attrgetter, ("time", "f", "id", "room", "process",
+                                                             "seq", "type"))
+F_CODES = {"send": 1, "deliver": 2, "final-read": 3, "subscribe": 4}
+
+
+def as_event(e: dict) -> Event:
+    g = e.get
+    return Event(g("f"), g("type"), g("id"), g("room"), g("process"), g("time", 0.0), g("seq"),
+                 g("ids"), g("name"), g("rooms"))
+
+
+class ColumnBuilder:
+    """Accumulates blocks of events into columns (numpy chunks, concatenated at finish)."""
+
+    def __init__(self):
+        self._ids: dict = {}
+        self._rooms: dict = {}
+        self._procs: dict = {}
+        self.n = 0
+        self.unknown = 0
+        self.tmin = math.inf
+        self.tmax = -math.inf
+        self.marks: list[dict] = []
+        self._chunks: dict[str, list] = {}
+        self.fr_ids: list[np.ndarray] = []
+        self._n_fr_ids = 0
+
+    def _put(self, table: str, **cols) -> None:
+        for k, v in cols.items():
+            self._chunks.setdefault(f"{table}.{k}", []).append(v)
+
+    @staticmethod
+    def _interned(table: dict, values: list) -> np.ndarray:
+        """Each value's index in `table`, new values appended (one setdefault per value measured
+        faster than map(get) + misses, dict.fromkeys + update, or np.unique on strings)."""
+        sd = table.setdefault
+        return np.array([sd(v, len(table)) for v in values], dtype=np.int64)
+
+    @staticmethod
+    def _seqs(values: list) -> np.ndarray:
+        return np.array(values, dtype=np.float64)  # None -> NaN
+
+    def add(self, e: dict) -> None:
+        """Add one event dict (prefer add_block: per-call overhead is that of a small block)."""
+        self.add_block([as_event(e)])
+
+    def add_block(self, evs: list[Event]) -> None:
+        """Add events in file order. TypeError/ValueError on wrongly typed fields (a list id)."""
+        if not evs:
+            return
+        base = self.n
+        self.n += len(evs)
+        t = np.frombuffer(array("d", map(_TIME, evs)))  # array(): no silent str -> float
+        self.tmin = min(self.tmin, float(t.min()))
+        self.tmax = max(self.tmax, float(t.max()))
+        code = np.fromiter(map(F_CODES.get, map(_F, evs), repeat(0)), dtype=np.int8, count=len(evs))
+        for c, table in ((1, "send"), (2, "deliver")):
+            rows = np.flatnonzero(code == c)
+            if not len(rows):
+                continue
+            sub = list(map(evs.__getitem__, rows.tolist()))
+            cols = {"line": rows + base, "time": t[rows],
+                    "id": self._interned(self._ids, list(map(_ID, sub))),
+                    "room": self._interned(self._rooms, list(map(_ROOM, sub))),
+                    "proc": self._interned(self._procs, list(map(_PROC, sub))),
+                    "seq": self._seqs(list(map(_SEQ, sub)))}
+            if c == 1:
+                cols["kind"] = np.fromiter(map(KINDS.get, map(_TYPE, sub), repeat(OTHER)),
+                                           dtype=np.int8, count=len(sub))
+            self._put(table, **cols)
+        for k in np.flatnonzero((code == 0) | (code >= 3)).tolist():
+            self._add_rare(evs[k], base + k, float(t[k]), int(code[k]))
+
+    def _add_rare(self, e: Event, line: int, t: float, code: int) -> None:
+        if code == 3:
+            ok = e.type == "ok"
+            ids = self._interned(self._ids, e.ids or ()) if ok else np.zeros(0, dtype=np.int64)
+            start = self._n_fr_ids
+            self.fr_ids.append(ids)
+            self._n_fr_ids += len(ids)
+            self._put("final", line=np.array([line]), time=np.array([t]),
+                      room=self._interned(self._rooms, [e.room]), ok=np.array([ok]),
+                      start=np.array([start]), stop=np.array([self._n_fr_ids]))
+        elif code == 4:
+            self._put("subscribe", line=np.array([line]), time=np.array([t]),
+                      room=self._interned(self._rooms, [e.room]),
+                      proc=self._interned(self._procs, [e.process]),
+                      seq=np.array([float(e.seq or 0)]))
+        elif e.type in ("fault", "leaders"):
+            mark = {k: getattr(e, k) for k in MARK_FIELDS if getattr(e, k) is not None}
+            self.marks.append({**mark, "time": t, "line": line})
+        else:
+            self.unknown += 1
+
+    def finish(self, torn_lines: int = 0) -> History:
+        kinds = {"line": np.int64, "time": np.float64, "kind": np.int8, "id": np.int64,
+                 "room": np.int64, "proc": np.int64, "seq": np.float64, "ok": bool,
+                 "start": np.int64, "stop": np.int64}
+        names = {"send": ("kind", "id", "room", "proc", "seq"),
+                 "deliver": ("id", "room", "proc", "seq"),
+                 "final": ("room", "ok", "start", "stop"), "subscribe": ("room", "proc", "seq")}
+
+        def table(name: str) -> Table:
+            def col(k):
+                parts = self._chunks.get(f"{name}.{k}")
+                return np.concatenate(parts).astype(kinds[k]) if parts else np.zeros(0, kinds[k])
+            return Table(col("line"), col("time"), {k: col(k) for k in names[name]})
+
+        return History(
+            send=table("send"), deliver=table("deliver"), final=table("final"),
+            final_ids=np.concatenate(self.fr_ids) if self.fr_ids else np.zeros(0, np.int64),
+            subscribe=table("subscribe"),
+            ids=list(self._ids), rooms=list(self._rooms), procs=list(self._procs),
+            marks=tuple(self.marks), unknown=self.unknown, n_events=self.n,
+            time_min=self.tmin if self.n else 0.0, time_max=self.tmax if self.n else 0.0,
+            torn_lines=torn_lines)
+
+
+BLOCK = 8192
+
+
+def from_events(events, torn_lines: int = 0) -> History:
+    """Columns of an iterable of event dicts (a History passes through unchanged)."""
+    if isinstance(events, History):
+        return events
+    b = ColumnBuilder()
+    block: list[Event] = []
+    for e in events:
+        block.append(as_event(e))
+        if len(block) >= BLOCK:
+            b.add_block(block)
+            block = []
+    b.add_block(block)
+    return b.finish(torn_lines)
+
+
+# --- the sidecar -------------------------------------------------------------------------------
+
+def sidecar_path(path) -> Path:
+    return Path(str(path) + SIDECAR_SUFFIX)
+
+
+def _names(values: list):
+    """A names list as a numpy array, or None when it is not all-str or all-int."""
+    if all(type(v) is str for v in values):
+        return np.array(values, dtype=str) if values else np.zeros(0, dtype="U1")
+    if all(type(v) is int for v in values):
+        return np.array(values, dtype=np.int64)
+    return None
+
+
+def save_sidecar(h: History, path, jsonl_size: int) -> bool:
+    """Write `<path>.cols.npz` for history file `path` of `jsonl_size` bytes; False if not storable."""
+    names = {k: _names(v) for k, v in (("ids", h.ids), ("rooms", h.rooms), ("procs", h.procs))}
+    if any(v is None for v in names.values()):
+        return False
+    try:
+        marks = json.dumps(list(h.marks))
+    except (TypeError, ValueError):
+        return False
+    arrays = {"meta": np.array([SIDECAR_VERSION, jsonl_size, h.n_events, h.unknown], dtype=np.int64),
+              "trange": np.array([h.time_min, h.time_max]), "final_ids": h.final_ids, **names,
+              "marks": np.array(marks)}
+    for tname in ("send", "deliver", "final", "subscribe"):
+        t = getattr(h, tname)
+        arrays[f"{tname}.line"], arrays[f"{tname}.time"] = t.line, t.time
+        for k, v in t.cols.items():
+            arrays[f"{tname}.{k}"] = v
+    target = sidecar_path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, target)
+    return True
+
+
+def load_sidecar(path) -> History | None:
+    """The sidecar's columns if it exists and matches the JSONL file's size, else None."""
+    target = sidecar_path(path)
+    try:
+        size = os.path.getsize(path)
+        with np.load(target, allow_pickle=False) as z:
+            meta = z["meta"]
+            if int(meta[0]) != SIDECAR_VERSION or int(meta[1]) != size:
+                return None
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError):
+        return None
+
+    def table(name: str) -> Table:
+        prefix = name + "."
+        cols = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+        return Table(cols.pop("line"), cols.pop("time"), cols)
+
+    return History(
+        send=table("send"), deliver=table("deliver"), final=table("final"),
+        final_ids=data["final_ids"], subscribe=table("subscribe"),
+        ids=data["ids"], rooms=data["rooms"].tolist(), procs=data["procs"].tolist(),
+        marks=tuple(json.loads(str(data["marks"]))), unknown=int(meta[3]), n_events=int(meta[2]),
+        time_min=float(data["trange"][0]), time_max=float(data["trange"][1]))
