@@ -125,6 +125,8 @@ def test_sigterm_during_a_pause_rolls_back_and_takes_the_lab_down(tmp_path):
         d.proc.send_signal(signal.SIGTERM)
         d.wait_for("interrupted: chaostoolkit rolls back", 10)
         reacted = time.time() - signalled
+        d.wait_for("lab restored", 30)
+        restored = time.time() - signalled
         d.proc.send_signal(signal.SIGINT)  # a second, impatient Ctrl-C
         rc = d.wait(120)
         exited = time.time() - signalled
@@ -138,6 +140,9 @@ def test_sigterm_during_a_pause_rolls_back_and_takes_the_lab_down(tmp_path):
     assert x["name"] == "pause" and x["status"] == "interrupted" and x["error"] == "interrupted"
     journal = json.loads((reports / "latest" / "pause" / "journal.json").read_text())
     assert journal["status"] == "interrupted"
+    # cut during the pause: the fault was on, the step after the pause never ran
+    assert [(r["activity"]["name"], r["status"]) for r in journal["run"]] == \
+        [("power-off-pangyo-a", "succeeded")]
     [rollback] = journal["rollbacks"]
     assert rollback["activity"]["name"] == "restore-everything"
     assert rollback["status"] == "succeeded"
@@ -145,7 +150,8 @@ def test_sigterm_during_a_pause_rolls_back_and_takes_the_lab_down(tmp_path):
     # the 120 s pause was cut: the experiment ended long before it would have
     ended_after = datetime.fromisoformat(journal["end"]).timestamp() - signalled
     assert ended_after < 60, ended_after
-    print(f"\nSIGTERM -> drill reacts {reacted:.2f}s, rollback starts {rollback_after:.1f}s, "
+    print(f"\nSIGTERM -> drill reacts {reacted:.2f}s, lab restored {restored:.1f}s, "
+          f"chaostoolkit's rollback starts {rollback_after:.1f}s, "
           f"experiment ends {ended_after:.1f}s, drill exits {exited:.1f}s")
     assert not labapi.is_running(str(state))
     assert_nothing_left(state, recs)

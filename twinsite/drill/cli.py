@@ -164,12 +164,13 @@ class Lab:
             pass
 
     def restore_all(self) -> None:
-        """Between experiments: whatever the last one left broken comes back first."""
+        """Whatever an experiment left broken comes back (between experiments, and at once when
+        one is cut short)."""
         from ..chaos.drivers.lab import LabDriver
         try:
             LabDriver(self.state_dir).restore("all")
         except Exception as e:  # noqa: BLE001 - the next experiment's health probe will say more
-            say(f"  (restore before the next experiment failed: {e})")
+            say(f"  (restoring the lab failed: {e})")
 
 
 # --- one experiment -------------------------------------------------------------------------------
@@ -185,7 +186,8 @@ def chaos_command(experiment: Path, run_dir: Path) -> list[str]:
 
 
 def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None,
-                   timeout_s: float = EXPERIMENT_TIMEOUT_S) -> dict:
+                   timeout_s: float = EXPERIMENT_TIMEOUT_S, on_stop=None) -> dict:
+    """Run one experiment; `on_stop()` is called the moment it is cut short (timeout, Ctrl-C)."""
     experiment = load_experiment(path)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TWINSITE_RUN_DIR": str(run_dir), "TWINSITE_STACK": stack,
@@ -197,7 +199,7 @@ def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             cwd=str(project_root()), text=True, errors="replace",
                             preexec_fn=procs.tie_to_parent)  # dies with us, Ctrl-C is ours
-    error, interrupted = watch(proc, t0, timeout_s)
+    error, interrupted = watch(proc, t0, timeout_s, on_stop)
     journal, verdict, problem = read_outputs(run_dir, proc.returncode, error)
     x = results.entry(path.stem, str(path.relative_to(project_root()))
                       if path.is_relative_to(project_root()) else str(path),
@@ -209,10 +211,13 @@ def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None,
     return x
 
 
-def watch(proc: subprocess.Popen, t0: float, timeout_s: float) -> tuple[str | None, bool]:
+def watch(proc: subprocess.Popen, t0: float, timeout_s: float,
+          on_stop=None) -> tuple[str | None, bool]:
     """Show chaostoolkit's progress until it exits; cut it short at the deadline or on Ctrl-C.
     (error, interrupted). A reader thread feeds a queue, so the deadline holds even while
-    chaostoolkit prints nothing."""
+    chaostoolkit prints nothing. On a stop, chaostoolkit gets SIGINT (it rolls back), and
+    `on_stop` runs at once: chaoslib first runs the controls' after-method hooks (the traffic's
+    settle and final read, seconds with a zone dark) and only then the rollbacks."""
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
     reader.start()
@@ -237,6 +242,14 @@ def watch(proc: subprocess.Popen, t0: float, timeout_s: float) -> tuple[str | No
             say("  interrupted: chaostoolkit rolls back (restores the lab) ...")
         if error:
             procs.kill_group(proc, signal.SIGINT)  # chaoslib: interrupted, then rollbacks
+            if on_stop is not None:
+                stopped = time.monotonic()
+                try:
+                    on_stop()
+                except KeyboardInterrupt:  # a first Ctrl-C after a timeout: still roll back
+                    interrupted = True
+                say(f"  lab restored {time.monotonic() - stopped:.1f}s after the stop; "
+                    "chaostoolkit finishes its rollback ...")
         deadline = time.monotonic() + ROLLBACK_WAIT_S
         while proc.poll() is None and time.monotonic() < deadline:
             try:
@@ -456,7 +469,8 @@ def drill(args: argparse.Namespace) -> int:
                 say(f"[{i}/{len(paths)}] {path.stem}")
                 try:
                     x = run_experiment(path, out / path.stem, args.stack, state_dir,
-                                       timeout_s=args.experiment_timeout)
+                                       timeout_s=args.experiment_timeout,
+                                       on_stop=lab.restore_all)
                 except Interrupted as stop:
                     entries.append(stop.entry)
                     raise
