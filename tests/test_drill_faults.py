@@ -262,6 +262,32 @@ def test_missing_journal_or_corrupt_verdict_is_one_line(lab_up, tmp_path, experi
     assert x["status"] == "error" and x["error"] == line
 
 
+def test_sigkill_of_a_drill_on_a_lab_that_was_up_before(lab_up, tmp_path):
+    first = Drill("pause", lab_up, tmp_path / "first", pause_s=120)
+    try:
+        first.wait_for("Pausing after activity", 120)
+        # meanwhile a second drill on the same lab is refused in one line
+        other = subprocess.run([sys.executable, "-m", "twinsite.cli", "drill",
+                                str(FIXTURES / "hang.yaml"), "--state-dir", str(lab_up),
+                                "--reports", str(tmp_path / "other")],
+                               capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert other.returncode == 2, other.stdout + other.stderr
+        assert f"another drill (pid {first.proc.pid}) is using the lab" in other.stderr
+        first.proc.kill()
+        first.wait(10)
+    finally:
+        first.kill()
+    # the next drill restores the fault the killed one left on (pangyo-a is dark) and keeps the lab
+    second = Drill("bad-verdict", lab_up, tmp_path / "second")
+    try:
+        second.wait(120)
+    finally:
+        second.kill()
+    assert "may have left a fault active: restoring everything first" in second.output
+    assert "lab: starting" not in second.output and labapi.is_running(str(lab_up))
+    assert not (lab_up / cli.MARKER).exists()
+
+
 def test_ctrl_c_when_the_lab_was_up_before_rolls_back_and_keeps_it(lab_up, tmp_path):
     d = Drill("pause", lab_up, tmp_path, pause_s=120)
     try:
