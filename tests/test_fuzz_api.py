@@ -37,3 +37,31 @@ def test_hooks_bound_only_valid_max_s():
     assert bounded([10, "x"]) == [MAX_S, "x"]
     for invalid in (0, -1, "abc", 86401, float("inf"), True):
         assert bounded(invalid) == invalid  # negative cases stay negative
+
+
+def test_what_the_fuzzer_found_stays_fixed(shared_gateway):
+    """Regressions of schemathesis findings, each a plain request."""
+    import httpx
+    with httpx.Client(base_url=shared_gateway, timeout=10) as gw:
+        # 405 names every method the path serves (two routes share it), per RFC 9110
+        r = gw.request("OPTIONS", "/v1/rooms/r1/messages")
+        assert r.status_code == 405 and r.json()["error"] == "method not allowed"
+        assert set(r.headers["allow"].split(", ")) >= {"GET", "POST"}
+        assert gw.delete("/healthz").headers["allow"] == "GET"
+        # an empty Last-Event-ID (as EventSource sends before any id) means "from the start"
+        room = f"fz-{SEED}-{__import__('uuid').uuid4().hex[:8]}"
+        assert gw.post(f"/v1/rooms/{room}/messages",
+                       json={"id": "a", "sender": "s", "body": "b"}).status_code == 201
+        r = gw.get(f"/v1/rooms/{room}/subscribe", params={"max_s": 0.3},
+                   headers={"Last-Event-ID": ""})
+        assert r.status_code == 200 and "id: 1\nevent: message\n" in r.text
+        assert gw.get(f"/v1/rooms/{room}/subscribe",
+                      headers={"Last-Event-ID": "1x"}).status_code == 400
+        # the document offers no null for optional parameters, and describes one SSE event
+        doc = gw.get("/openapi.json").json()
+        op = doc["paths"]["/v1/rooms/{room}/subscribe"]["get"]
+        params = {p["name"]: p["schema"] for p in op["parameters"]}
+        assert "anyOf" not in params["max_s"] and params["max_s"]["type"] == "number"
+        assert "anyOf" not in params["last-event-id"]
+        sse = op["responses"]["200"]["content"]["text/event-stream"]["schema"]
+        assert sse["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Message"}
