@@ -33,7 +33,10 @@ from . import results
 ORDER = ("zone-outage", "site-power-cut", "link-throttle", "link-partition", "surge-zone-loss")
 EXPERIMENT_TIMEOUT_S = 240.0
 MARKER = "drill.json"  # in the lab's state folder, while a drill uses the lab
-ROLLBACK_WAIT_S = 90.0  # after a stop: how long chaostoolkit may take to roll back and exit
+ROLLBACK_WAIT_S = 90.0
+LAB_DIED_GRACE_S = 5.0
+LAB_CHECK_S = 1.0  # how often a running experiment checks that the lab is still alive
+LAB_DIED = "the lab died during the experiment (its supervisor is gone)"  # after a stop: how long chaostoolkit may take to roll back and exit
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LOG_LINE = re.compile(r"^\[[^\]]*\s(INFO|WARNING|ERROR|CRITICAL)\]\s*(.*)$")
 
@@ -137,6 +140,10 @@ class Lab:
         finally:
             self._forget()
 
+    def alive(self) -> bool:
+        from ..lab import state
+        return state.supervisor_alive(state.state_dir(self.state_dir))
+
     def _down(self) -> None:
         from ..lab import down
         down(self.state_dir)
@@ -186,8 +193,9 @@ def chaos_command(experiment: Path, run_dir: Path) -> list[str]:
 
 
 def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None,
-                   timeout_s: float = EXPERIMENT_TIMEOUT_S, on_stop=None) -> dict:
-    """Run one experiment; `on_stop()` is called the moment it is cut short (timeout, Ctrl-C)."""
+                   timeout_s: float = EXPERIMENT_TIMEOUT_S, on_stop=None, lab_alive=None) -> dict:
+    """Run one experiment; `on_stop()` is called the moment it is cut short (timeout, Ctrl-C);
+    `lab_alive()`, polled every second, cuts it short when the lab has died."""
     experiment = load_experiment(path)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TWINSITE_RUN_DIR": str(run_dir), "TWINSITE_STACK": stack,
@@ -199,7 +207,7 @@ def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             cwd=str(project_root()), text=True, errors="replace",
                             preexec_fn=procs.tie_to_parent)  # dies with us, Ctrl-C is ours
-    error, interrupted = watch(proc, t0, timeout_s, on_stop)
+    error, interrupted = watch(proc, t0, timeout_s, on_stop, lab_alive)
     journal, verdict, problem = read_outputs(run_dir, proc.returncode, error)
     x = results.entry(path.stem, str(path.relative_to(project_root()))
                       if path.is_relative_to(project_root()) else str(path),
@@ -212,73 +220,102 @@ def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None,
 
 
 def watch(proc: subprocess.Popen, t0: float, timeout_s: float,
-          on_stop=None) -> tuple[str | None, bool]:
-    """Show chaostoolkit's progress until it exits; cut it short at the deadline or on Ctrl-C.
-    (error, interrupted). A reader thread feeds a queue, so the deadline holds even while
-    chaostoolkit prints nothing. On a stop, chaostoolkit gets SIGINT (it rolls back), and
-    `on_stop` runs at once: chaoslib first runs the controls' after-method hooks (the traffic's
-    settle and final read, seconds with a zone dark) and only then the rollbacks."""
+          on_stop=None, lab_alive=None) -> tuple[str | None, bool]:
+    """Show chaostoolkit's progress until it exits; cut it short at the deadline, on Ctrl-C, or
+    when the lab died. (error, interrupted). A reader thread feeds a queue, so the deadline holds
+    even while chaostoolkit prints nothing. On a stop, chaostoolkit gets SIGINT (it rolls back),
+    and `on_stop` runs at once: chaoslib first runs the controls' after-method hooks (the
+    traffic's settle and final read, seconds with a zone dark) and only then the rollbacks."""
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
     reader.start()
-    error, interrupted = None, False
+    error, interrupted, wait_s = None, False, ROLLBACK_WAIT_S
     try:
         try:
-            while True:
-                left = t0 + timeout_s - time.monotonic()
-                if left <= 0:
-                    error = f"timed out after {timeout_s:.0f}s"
-                    say(f"  {error}: stopping chaostoolkit (it rolls back) ...")
-                    break
-                try:
-                    line = lines.get(timeout=min(left, 0.5))
-                except queue.Empty:
-                    continue
-                if line is None:
-                    break
-                show_progress(line, time.monotonic() - t0)
+            error = _follow(lines, t0, timeout_s, lab_alive)
         except KeyboardInterrupt:
             interrupted, error = True, "interrupted"
             say("  interrupted: chaostoolkit rolls back (restores the lab) ...")
         if error:
             procs.kill_group(proc, signal.SIGINT)  # chaoslib: interrupted, then rollbacks
-            if on_stop is not None:
-                stopped = time.monotonic()
-                try:
-                    on_stop()
-                except KeyboardInterrupt:  # a first Ctrl-C after a timeout: still roll back
-                    interrupted = True
-                say(f"  lab restored {time.monotonic() - stopped:.1f}s after the stop; "
-                    "chaostoolkit finishes its rollback ...")
-        deadline = time.monotonic() + ROLLBACK_WAIT_S
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                _show_until(proc, lines, t0, deadline)
-            except KeyboardInterrupt:  # the first Ctrl-C came while it was already stopping
-                interrupted, error = True, error or "interrupted"
-                procs.kill_group(proc, signal.SIGINT)
+            if error == LAB_DIED:  # nothing to restore: only a short grace for the journal
+                wait_s = LAB_DIED_GRACE_S
+            elif on_stop is not None:
+                interrupted |= _restore_now(on_stop)
+        interrupted |= _wait_exit(proc, lines, t0, wait_s)
+        error = error or ("interrupted" if interrupted else None)
         if proc.poll() is None:
             error = error or "chaostoolkit did not exit"
-            say(f"  chaostoolkit still running {ROLLBACK_WAIT_S:.0f}s after the stop: killed")
+            say(f"  chaostoolkit still running {wait_s:.0f}s after the stop: killed")
     finally:
         procs.reap(proc, timeout=2.0, sig=signal.SIGKILL if error else signal.SIGTERM)
         reader.join(timeout=2.0)
-    while True:  # what it printed last
-        try:
-            line = lines.get_nowait()
-        except queue.Empty:
-            break
-        if line is not None:
-            show_progress(line, time.monotonic() - t0)
+    _show_until(proc, lines, t0, 0.0)  # what it printed last
     return error, interrupted
 
 
+def _follow(lines: queue.Queue, t0: float, timeout_s: float, lab_alive) -> str | None:
+    """Show lines until the output ends (None) or the run must be cut short (the reason)."""
+    next_check = time.monotonic() + LAB_CHECK_S
+    while True:
+        left = t0 + timeout_s - time.monotonic()
+        if left <= 0:
+            error = f"timed out after {timeout_s:.0f}s"
+            say(f"  {error}: stopping chaostoolkit (it rolls back) ...")
+            return error
+        if lab_alive is not None and time.monotonic() >= next_check:
+            next_check = time.monotonic() + LAB_CHECK_S
+            if not lab_alive():
+                say(f"  {LAB_DIED}: stopping chaostoolkit ...")
+                return LAB_DIED
+        try:
+            line = lines.get(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        if line is None:
+            return None
+        show_progress(line, time.monotonic() - t0)
+
+
+def _restore_now(on_stop) -> bool:
+    """Run on_stop; True if a (first) Ctrl-C came meanwhile (the stop goes on regardless)."""
+    stopped = time.monotonic()
+    try:
+        on_stop()
+    except KeyboardInterrupt:
+        return True
+    say(f"  lab restored {time.monotonic() - stopped:.1f}s after the stop; chaostoolkit "
+        "finishes its rollback ...")
+    return False
+
+
+def _wait_exit(proc: subprocess.Popen, lines: queue.Queue, t0: float, wait_s: float) -> bool:
+    """Show lines until chaostoolkit exits or wait_s passes; True if a Ctrl-C came meanwhile."""
+    interrupted = False
+    deadline = time.monotonic() + wait_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            _show_until(proc, lines, t0, deadline)
+        except KeyboardInterrupt:  # the first Ctrl-C came while it was already stopping
+            interrupted = True
+            procs.kill_group(proc, signal.SIGINT)
+    return interrupted
+
+
 def _show_until(proc: subprocess.Popen, lines: queue.Queue, t0: float, deadline: float) -> None:
+    """Show queued lines while chaostoolkit runs and the deadline is ahead; then what is left."""
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             line = lines.get(timeout=0.2)
         except queue.Empty:
             continue
+        if line is not None:
+            show_progress(line, time.monotonic() - t0)
+    while True:
+        try:
+            line = lines.get_nowait()
+        except queue.Empty:
+            return
         if line is not None:
             show_progress(line, time.monotonic() - t0)
 
@@ -470,7 +507,7 @@ def drill(args: argparse.Namespace) -> int:
                 try:
                     x = run_experiment(path, out / path.stem, args.stack, state_dir,
                                        timeout_s=args.experiment_timeout,
-                                       on_stop=lab.restore_all)
+                                       on_stop=lab.restore_all, lab_alive=lab.alive)
                 except Interrupted as stop:
                     entries.append(stop.entry)
                     raise
