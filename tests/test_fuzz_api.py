@@ -18,6 +18,7 @@ def test_schemathesis_finds_nothing(shared_gateway, tmp_path):
     outcome = api.run(shared_gateway, tmp_path, seed=SEED, max_examples=EXAMPLES, timeout_s=600)
     log = outcome.log.read_text(errors="replace")
     assert outcome.ok, f"{outcome.line()}\n{log[-8000:]}"
+    print(f"\nschemathesis: {outcome.line()}")
     assert outcome.seed == SEED and outcome.complete
     report = json.loads((tmp_path / "schemathesis.json").read_text())
     # every operation was reached with requests it accepted, the SSE stream among them

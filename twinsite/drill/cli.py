@@ -4,7 +4,13 @@ Brings the lab up if it is not (and down at the end unless it was up before), ru
 experiment with chaostoolkit (`chaos run`, one process per experiment: a clean chaoslib state
 and its own traffic), shows progress, and writes reports/<timestamp>/ and reports/latest/:
 summary.json, report.html, and per experiment journal.json + history.jsonl. Exit 1 when any
-experiment did not pass, 2 on bad usage.
+experiment did not pass, 2 on bad usage, 130 when interrupted.
+
+Faults of the drill itself: Ctrl-C/SIGTERM stops the running experiment at once (the lab is
+restored, chaostoolkit rolls back, the entry is `interrupted`; a second signal is only
+acknowledged); an experiment is cut off at --experiment-timeout even when it prints nothing; a
+lab that dies mid-run is noticed within a second; a drill that was SIGKILLed is found by the
+next one (drill.json in the lab's state folder) and its lab taken down or restored.
 """
 
 from __future__ import annotations
