@@ -26,5 +26,11 @@ bench: setup
 drill: setup
 	$(PY) -m twinsite.cli drill
 
+# schemathesis against a real gateway for FUZZ_MINUTES (default 10), random seed (printed).
+.PHONY: fuzz
+FUZZ_MINUTES ?= 10
+fuzz: setup
+	FUZZ_MINUTES=$(FUZZ_MINUTES) $(PY) -m fuzz
+
 clean:
 	rm -rf $(VENV) reports .pytest_cache
