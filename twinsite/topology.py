@@ -189,6 +189,9 @@ class Topology:
 
 
 def find_stack_file(stack: str, root: str | Path | None = None) -> Path:
+    """`Pulumi.<stack>.yaml` in the project, or the stack file itself when given as a path."""
+    if stack.endswith((".yaml", ".yml")) and Path(stack).name.startswith("Pulumi."):
+        return Path(stack)
     root = Path(root) if root else project_root()
     return root / f"Pulumi.{stack}.yaml"
 
@@ -203,7 +206,8 @@ def project_root() -> Path:
 
 
 def load_stack(stack: str, root: str | Path | None = None) -> Topology:
-    return load_file(find_stack_file(stack, root), stack=stack)
+    path = find_stack_file(stack, root)
+    return load_file(path, stack=stack if path.name == f"Pulumi.{stack}.yaml" else None)
 
 
 def load_file(path: str | Path, stack: str | None = None) -> Topology:
