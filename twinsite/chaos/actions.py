@@ -16,7 +16,7 @@ from chaoslib.types import Configuration, Secrets
 
 from twinsite import faults
 
-from .drivers import get_driver
+from .drivers import config_value, get_driver
 from .run import run_of
 
 __all__ = ["kill_zone", "kill_leader_zone", "cut_power", "restore", "throttle_link",
@@ -30,6 +30,12 @@ def _build(cls, **kwargs) -> faults.Fault:
         raise ActivityFailed(str(e)) from None
 
 
+def dry_run(configuration) -> bool:
+    """Configuration `dry_run` (env TWINSITE_DRY_RUN): plan every fault, touch nothing."""
+    value = config_value(configuration, "dry_run", "TWINSITE_DRY_RUN", False)
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def _apply(fault: faults.Fault, configuration, secrets, driver=None) -> dict[str, Any]:
     driver = driver or get_driver(configuration, secrets)
     topo = driver.topology()
@@ -40,6 +46,10 @@ def _apply(fault: faults.Fault, configuration, secrets, driver=None) -> dict[str
         effect = faults.resolve(fault, topo, down)
     except faults.FaultError as e:
         raise ActivityFailed(str(e)) from None
+    if dry_run(configuration):
+        plan = driver.plan(effect) if hasattr(driver, "plan") else ()
+        return {"fault": faults.to_dict(fault), "effect": effect.summary(), "dry_run": True,
+                "plan": [op.describe() for op in plan]}
     done = driver.apply(effect)
     ended = run.record(effect) if run is not None else []
     return {"fault": faults.to_dict(fault), "effect": effect.summary(), "done": done,
@@ -68,6 +78,9 @@ def move_stream_leader(site: str, stream: str = "TALK", configuration: Configura
                        secrets: Secrets = None) -> dict[str, Any]:
     """Set-up, not a fault: make `site`'s replica lead `stream`, so the fault that follows hits
     the leader (the worst case) whatever the placement happened to be."""
+    if dry_run(configuration):
+        return {"stream": stream, "site": site, "dry_run": True,
+                "plan": [f"{site}: move the {stream} leader to a server of {site}"]}
     return get_driver(configuration, secrets).move_stream_leader(site, stream)
 
 

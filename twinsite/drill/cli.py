@@ -33,10 +33,11 @@ import yaml
 
 from .. import procs
 from ..topology import load_stack, project_root
-from . import results
+from . import results, targets
 
 # the canonical order: smallest fault first, so a broken lab shows up early and cheaply
-ORDER = ("zone-outage", "site-power-cut", "link-throttle", "link-partition", "surge-zone-loss")
+ORDER = ("zone-outage", "site-power-cut", "link-throttle", "link-partition", "surge-zone-loss",
+         "grid-power-loss")
 EXPERIMENT_TIMEOUT_S = 240.0
 MARKER = "drill.json"  # in the lab's state folder, while a drill uses the lab
 ROLLBACK_WAIT_S = 90.0
@@ -200,13 +201,14 @@ def chaos_command(experiment: Path, run_dir: Path) -> list[str]:
 
 
 def run_experiment(path: Path, run_dir: Path, stack: str, state_dir: str | None,
-                   timeout_s: float = EXPERIMENT_TIMEOUT_S, on_stop=None, lab_alive=None) -> dict:
+                   timeout_s: float = EXPERIMENT_TIMEOUT_S, on_stop=None, lab_alive=None,
+                   env_extra: dict | None = None) -> dict:
     """Run one experiment; `on_stop()` is called the moment it is cut short (timeout, Ctrl-C);
     `lab_alive()`, polled every second, cuts it short when the lab has died."""
     experiment = load_experiment(path)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TWINSITE_RUN_DIR": str(run_dir), "TWINSITE_STACK": stack,
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     if state_dir:
         env["TWINSITE_LAB_DIR"] = str(state_dir)
     t0 = time.monotonic()
@@ -445,6 +447,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="experiment names (e.g. site-power-cut) or files; default: all of "
                         "experiments/")
     p.add_argument("--stack", default="lab", help="the stack the lab runs (default: lab)")
+    p.add_argument("--target", choices=("lab", "k8s"), default="lab",
+                   help="the local lab (default) or the stack's clusters (kubeContext per site)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what each fault would touch (pods, nodes, objects); touch nothing")
     p.add_argument("--state-dir", default=None, help="the lab's state folder "
                    "(default: $TWINSITE_LAB_DIR or .twinsite/lab)")
     p.add_argument("--reports", default=None, help="reports folder (default: <project>/reports)")
@@ -497,24 +503,34 @@ def drill(args: argparse.Namespace) -> int:
     if args.experiment_timeout <= 0:
         raise DrillError("--experiment-timeout: must be > 0")
     state_dir = args.state_dir or os.environ.get("TWINSITE_LAB_DIR") or None
+    if args.dry_run:
+        if args.target != "k8s":
+            raise DrillError("--dry-run plans faults on clusters: use it with --target k8s")
+        return targets.dry_run(paths, args.stack, args.target, say)
     reports = Path(args.reports) if args.reports else project_root() / "reports"
     started = datetime.now(timezone.utc)
     out = new_report_dir(reports, started)
     t0 = time.monotonic()
     say(f"drill: {len(paths)} experiment(s) against stack {args.stack!r} -> {out}")
     entries: list[dict] = []
-    summary = {"stack": args.stack, "started": started.isoformat(timespec="seconds"),
+    summary = {"stack": args.stack, "target": args.target,
+               "started": started.isoformat(timespec="seconds"),
                "duration_s": None, "experiments": entries}
+    target = Lab(args.stack, state_dir) if args.target == "lab" else \
+        targets.Clusters(args.stack, say)
     try:
-        with Lab(args.stack, state_dir) as lab:
+        with target as lab:
             for i, path in enumerate(paths, 1):
                 if i > 1:
                     lab.restore_all()
                 say(f"[{i}/{len(paths)}] {path.stem}")
                 try:
+                    extra = lab.env(f"drill-{started:%Y%m%d%H%M%S}-{path.stem}") \
+                        if args.target == "k8s" else None
                     x = run_experiment(path, out / path.stem, args.stack, state_dir,
                                        timeout_s=args.experiment_timeout,
-                                       on_stop=lab.restore_all, lab_alive=lab.alive)
+                                       on_stop=lab.restore_all, lab_alive=lab.alive,
+                                       env_extra=extra)
                 except Interrupted as stop:
                     entries.append(stop.entry)
                     raise

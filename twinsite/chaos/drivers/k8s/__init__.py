@@ -2,7 +2,7 @@
 
 Configuration (chaostoolkit conventions): `target: k8s`, `stack` (or env TWINSITE_STACK),
 `kubeconfig` (path; default $KUBECONFIG, else ~/.kube/config), `contexts` ({site: context}, else
-each site's `kubeContext`), `dry_run` (print the plan, touch nothing), `run_id` (else env
+each site's `kubeContext`), `dry_run` (the actions plan, touch nothing), `run_id` (else env
 TWINSITE_RUN_ID, else this process's id: the method and the rollbacks of one `chaos run` share it).
 Secrets (optional): `tokens` ({site: bearer token}) and `nats_password` (the operations user).
 
@@ -29,10 +29,6 @@ UNDO = {Verb.CREATE_CHAOS: Verb.DELETE_CHAOS, Verb.CORDON: Verb.UNCORDON,
         Verb.TAINT: Verb.UNTAINT}
 
 
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 class K8sDriver:
     def __init__(self, configuration: Mapping[str, Any] | None = None,
                  secrets: Mapping[str, Any] | None = None):
@@ -48,7 +44,6 @@ class K8sDriver:
             raise ActivityFailed(str(e)) from None
         self.kubeconfig = kubeconfig_path(config_value(c, "kubeconfig", "TWINSITE_KUBECONFIG"))
         self.contexts = dict(c.get("contexts") or {})
-        self.dry_run = _truthy(config_value(c, "dry_run", "TWINSITE_DRY_RUN", False))
         self.run = str(config_value(c, "run_id", "TWINSITE_RUN_ID", "")
                        or f"{socket.gethostname()}-{os.getpid()}")[:63]
         self.tokens = dict(s.get("tokens") or {})
@@ -94,8 +89,6 @@ class K8sDriver:
     def apply(self, effect: faults.Effect) -> dict:
         ops = self.plan(effect)
         account = {"run": self.run, "plan": [op.describe() for op in ops]}
-        if self.dry_run:
-            return {**account, "dry_run": True, "done": []}
         done: list[Op] = []
         timeout = float(getattr(effect.fault, "timeout_s", 120.0))
         waits = {}
@@ -174,8 +167,6 @@ class K8sDriver:
         from ..jetstream import move_leader
         if site not in {s.name for s in self.topo.sites}:
             raise ActivityFailed(f"unknown site '{site}' (valid: {faults.valid_sites(self.topo)})")
-        if self.dry_run:
-            return {"stream": stream, "site": site, "dry_run": True}
         servers = list(self.topo.site(site).zone_names)  # server_name = zone (twinsite.natsconf)
         try:
             leader = move_leader(self._nats_urls(), stream, servers, password=self.nats_password)
