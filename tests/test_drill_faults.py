@@ -218,7 +218,7 @@ def test_sigkill_of_the_lab_supervisor_mid_fault_next_lab_up_starts_clean(tmp_pa
     assert not processes_mentioning(str(state))
 
 
-# --- the lab was up before the drill ---------------------------------------------------------------
+# --- the lab was up before the drill -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -65,4 +65,5 @@ def test_what_the_fuzzer_found_stays_fixed(shared_gateway):
         assert "anyOf" not in params["max_s"] and params["max_s"]["type"] == "number"
         assert "anyOf" not in params["last-event-id"]
         sse = op["responses"]["200"]["content"]["text/event-stream"]["schema"]
-        assert sse["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Message"}
+        data = sse["properties"]["data"]
+        assert data["contentSchema"] == {"$ref": "#/components/schemas/Message"}
