@@ -56,11 +56,21 @@ def test_chaos_discover_cli(tmp_path):
     assert ACTIONS | PROBES == names
 
 
-def test_k8s_target_is_a_clear_not_yet():
-    with pytest.raises(ActivityFailed, match="target 'k8s' is not implemented yet"):
+def test_k8s_target_needs_a_stack_and_a_kube_context(monkeypatch, tmp_path):
+    monkeypatch.delenv("TWINSITE_STACK", raising=False)
+    with pytest.raises(ActivityFailed, match="target k8s needs a stack"):
         get_driver({"target": "k8s"})
-    with pytest.raises(ActivityFailed, match="target 'k8s' is not implemented yet"):
-        actions.cut_power("pangyo", configuration={"target": "k8s"})
+    with pytest.raises(ActivityFailed, match="Pulumi.nope.yaml"):
+        get_driver({"target": "k8s", "stack": "nope"})
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n"
+                          "clusters:\n- name: x\n  cluster: {server: 'https://127.0.0.1:1'}\n"
+                          "contexts:\n- name: other\n  context: {cluster: x, user: y}\n"
+                          "users:\n- name: y\n  user: {token: t}\ncurrent-context: other\n")
+    with pytest.raises(ActivityFailed, match="site pangyo: kube context 'pangyo' is not in "
+                                             ".*kubeconfig \\(contexts: other\\)"):
+        actions.cut_power("pangyo", configuration={"target": "k8s", "stack": "lab",
+                                                   "kubeconfig": str(kubeconfig)})
     with pytest.raises(ActivityFailed, match="unknown target 'mars'"):
         probes.lab_healthy(configuration={"target": "mars"})
 
@@ -76,8 +86,11 @@ def test_default_target_is_the_lab(monkeypatch):
     (lambda c: actions.throttle_link("pangyo", "ansan", -5, configuration=c), "latency_ms must be"),
     (lambda c: actions.throttle_link("pangyo", "ansan", "100", configuration=c),
      "latency_ms must be"),
-    (lambda c: actions.throttle_link("pangyo", "ansan", 100, bandwidth_kbit=0, configuration=c),
+    (lambda c: actions.throttle_link("pangyo", "ansan", 100, bandwidth_kbit=-1, configuration=c),
      "bandwidth_kbit must be"),
+    (lambda c: actions.kill_leader_zone(mode="flood", configuration=c), "mode must be one of"),
+    (lambda c: actions.restore("pangyo", timeout_s=0, configuration=c), "timeout_s must be"),
+    (lambda c: actions.heal_links("pangyo", configuration=c), "name both ends"),
     (lambda c: actions.throttle_link("pangyo", "ansan", 100, jitter_ms=-1, configuration=c),
      "jitter_ms must be"),
 ])
@@ -93,12 +106,11 @@ def test_actions_on_a_lab_that_is_not_running(tmp_path):
     assert probes.lab_healthy(configuration=c) is False
 
 
-def test_verdict_needs_the_traffic_control(monkeypatch):
-    monkeypatch.setattr(traffic, "_run", None)
+def test_verdict_needs_the_traffic_control():
     with pytest.raises(ActivityFailed, match="declare the control"):
         probes.verdict()
     with pytest.raises(ActivityFailed, match="declare the control"):
-        probes.verdict_metric("lost")
+        probes.verdict_metric("lost", configuration={"target": "lab"})
 
 
 def test_run_dir_follows_the_journal(monkeypatch, tmp_path):
@@ -120,7 +132,55 @@ def test_chaos_run_without_a_lab_stops_with_one_clear_line(tmp_path):
                        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert "twinsite traffic cannot start: no lab is running" in out
+    assert "twinsite traffic cannot start: the lab is not running" in out
     assert "Traceback" not in out
     journal = json.loads((tmp_path / "journal.json").read_text())
     assert journal["status"] == "interrupted" and journal["run"] == []  # no fault was injected
+
+
+def test_a_mistyped_stack_stops_the_run_instead_of_falling_back(tmp_path):
+    env = {**__import__("os").environ, "TWINSITE_LAB_DIR": str(tmp_path / "no-lab"),
+           "TWINSITE_STACK": "lba"}
+    r = subprocess.run([sys.executable, "-m", "chaostoolkit", "--no-version-check", "--no-log-file",
+                        "run", "--journal-path", str(tmp_path / "journal.json"),
+                        str(Path(__file__).resolve().parent.parent / "experiments" /
+                            "zone-outage.yaml")],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out
+    assert "twinsite traffic cannot start: " in out and "Pulumi.lba.yaml" in out, out[-1500:]
+
+
+def test_actions_record_markers_through_the_run_context(tmp_path):
+    """A fake driver (the only double here: it stands for a target, the run context is real):
+    the fault starts a marker, the restore that covers it stops it, the journal gets both."""
+    from twinsite import faults
+    from twinsite.chaos.run import RUN_KEY, Run
+    from twinsite.topology import load_stack
+
+    class Traffic:
+        marks = []
+
+        def mark_fault(self, name, phase):
+            self.marks.append((name, phase))
+
+    class Driver:
+        applied = []
+
+        def topology(self):
+            return load_stack("lab")
+
+        def apply(self, effect):
+            self.applied.append(effect)
+            return {"killed": list(effect.zones)}
+
+    run = Run(run_dir=tmp_path, traffic=Traffic())
+    driver = Driver()
+    c = {RUN_KEY: run}
+    first = actions._apply(faults.SitePowerLoss("pangyo"), c, None, driver)
+    assert first["done"] == {"killed": ["pangyo-a", "pangyo-b", "pangyo-c"]}
+    assert first["effect"]["marker"] == "site-power:pangyo" and first["faults_ended"] == []
+    back = actions._apply(faults.Restore("pangyo"), dict(c), None, driver)  # activities: a copy
+    assert back["faults_ended"] == ["site-power:pangyo"]
+    assert Traffic.marks == [("site-power:pangyo", "start"), ("site-power:pangyo", "stop")]
+    assert run.active == ()

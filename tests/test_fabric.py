@@ -13,7 +13,8 @@ import pytest
 import uvloop
 
 from twinsite import procs
-from twinsite.lab.fabric import Fabric, Shape
+from twinsite.lab.fabric import Fabric
+from twinsite.topology import LinkSpec
 
 HOST = "127.0.0.1"
 
@@ -92,7 +93,7 @@ class FabricThread:
             return await r if asyncio.iscoroutine(r) else r
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
 
-    def relay(self, port: int, shape: Shape = Shape(), name: str = "l"):
+    def relay(self, port: int, shape: LinkSpec = LinkSpec(), name: str = "l"):
         link = self.run(self.fabric.link, name, shape)
         relay = self.run(self.fabric.relay, f"r{port}", link, (HOST, port))
         return link, relay.port
@@ -149,18 +150,18 @@ def test_throttle_latency_raises_round_trip(servers, fab):
     link, port = fab.relay(servers.echo_port)
     with socket.create_connection((HOST, port), timeout=5) as s:
         base = min(roundtrip(s) for _ in range(5))
-        fab.run(link.set_shape, Shape(latency_ms=40))
+        fab.run(link.set_shape, LinkSpec(latency_ms=40))
         rtts = [roundtrip(s) for _ in range(5)]
         # one-way delay per direction: a round trip crosses the link twice
         assert min(rtts) >= 0.080, rtts
         assert base < 0.040, base
-        fab.run(link.set_shape, Shape())
+        fab.run(link.set_shape, LinkSpec())
         assert min(roundtrip(s) for _ in range(5)) < 0.040
 
 
 def test_bandwidth_is_honoured_within_ten_percent(servers, fab):
     kbit = 4000  # 500 kB/s
-    _, port = fab.relay(servers.sink_port, Shape(bandwidth_kbit=kbit))
+    _, port = fab.relay(servers.sink_port, LinkSpec(bandwidth_kbit=kbit))
     payload = b"x" * 600_000
     with socket.create_connection((HOST, port), timeout=10) as s:
         s.sendall(payload)
@@ -207,7 +208,7 @@ def test_refused_upstream_gives_a_reset(fab):
 
 
 def test_upstream_close_is_forwarded(servers, fab):
-    _, port = fab.relay(servers.echo_port, Shape(latency_ms=1))
+    _, port = fab.relay(servers.echo_port, LinkSpec(latency_ms=1))
     with socket.create_connection((HOST, port), timeout=5) as s:
         roundtrip(s)
         deadline = time.monotonic() + 5

@@ -18,6 +18,8 @@ import pytest
 
 from twinsite import lab as labapi
 from twinsite import procs
+from twinsite.faults import (Heal, LinkPartition, LinkShape, Restore, SitePowerLoss,
+                             ZoneOutage)
 from twinsite.lab import LabClient, LabError, state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +122,7 @@ def test_status_describes_the_topology(lab, lab_dir):
 
 @pytest.mark.parametrize("args", [
     ("fault", "kill-zone", "mars-a"), ("fault", "partition", "pangyo", "moon"),
-    ("fault", "restore", "nowhere"), ("fault", "throttle", "pangyo", "x", "--latency-ms", "5"),
+    ("fault", "restore", "nowhere"), ("fault", "throttle", "pangyo", "x", "5"),
     ("fault", "heal", "pangyo")])
 def test_bad_names_are_one_line_exit_2(lab, lab_dir, args):
     r = cli(*args, state_dir=lab_dir)
@@ -176,33 +178,34 @@ def test_throttle_raises_cross_site_rtt_and_heal_restores(lab):
     st = lab.status()
     base = cross_site_rtt_ms(st, "pangyo-a", "ansan-a")
     assert 0 <= base < 40, base
-    res = lab.throttle("pangyo", "ansan", latency_ms=40)
-    assert "ansan-a~pangyo-a" in res["links"] and len(res["links"]) == 9
+    res = lab.apply(LinkShape("pangyo", "ansan", latency_ms=40))
+    assert "ansan-a~pangyo-a" in res["shaped"] and len(res["shaped"]) == 9
     throttled = [ln for ln in lab.status()["links"] if ln["state"] == "throttled"]
     assert len(throttled) == 9 and all(ln["latency_ms"] == 40 for ln in throttled)
     rtt = cross_site_rtt_ms(st, "pangyo-a", "ansan-a")
     assert rtt >= 40 * 2, rtt  # the request and the reply each cross the link once
     assert cross_site_rtt_ms(st, "pangyo-a", "witness-a") < 40  # other links untouched
-    lab.heal("pangyo", "ansan")
+    lab.apply(Heal("pangyo", "ansan"))
     assert all(ln["state"] == "ok" for ln in lab.status()["links"])
     assert cross_site_rtt_ms(st, "pangyo-a", "ansan-a") < 40
 
 
 def test_partition_shows_in_status_and_heals(lab):
-    res = lab.partition("witness", "pangyo-b")
-    assert res["links"] == ["pangyo-b~witness-a"]
+    res = lab.apply(LinkPartition("witness", "pangyo-b"))
+    assert res["cut"] == ["pangyo-b~witness-a"]
     links = {(ln["a"], ln["b"]): ln["state"] for ln in lab.status()["links"]}
     assert links[("pangyo-b", "witness-a")] == "partitioned"
     assert list(links.values()).count("partitioned") == 1
-    lab.heal()
+    lab.apply(Heal())
     assert all(ln["state"] == "ok" for ln in lab.status()["links"])
 
 
 def test_power_cut_times_out_clients_and_the_other_site_takes_over(lab):
     before = lab.status()
     victims = nodes(before, site="pangyo")
-    res = lab.cut_power("pangyo")
-    assert set(res["zones"]) == {"pangyo-a", "pangyo-b", "pangyo-c"}
+    res = lab.apply(SitePowerLoss("pangyo"))
+    assert set(res["effect"]["zones"]) == {"pangyo-a", "pangyo-b", "pangyo-c"}
+    assert {"pangyo-a", "pangyo-b", "pangyo-c"} <= set(res["killed"]) and res["silenced"]
     st = lab.status()
     assert all(n["state"] == "down" for n in nodes(st, site="pangyo"))
     for n in victims:
@@ -221,7 +224,8 @@ def test_power_cut_times_out_clients_and_the_other_site_takes_over(lab):
     for _ in range(5):
         assert post_message(ansan) == 201
 
-    res = lab.restore("pangyo")
+    res = lab.apply(Restore("pangyo"))
+    assert set(res["started"]) == {"pangyo-a", "pangyo-b", "pangyo-c"}
     st = lab.status()
     assert all(n["state"] == "up" and procs.pid_alive(n["pid"]) for n in st["nodes"])
     assert all(ln["state"] == "ok" for ln in st["links"])
@@ -237,7 +241,8 @@ def test_power_cut_times_out_clients_and_the_other_site_takes_over(lab):
 def test_crash_mode_gives_resets_and_restore_brings_it_back(lab):
     st = lab.status()
     gw = next(n for n in nodes(st, "gateway") if n["zone"] == "ansan-b")
-    res = lab.kill_zone("ansan-b", mode="crash")
+    res = lab.apply(ZoneOutage("ansan-b", mode="crash"))
+    assert res["silenced"] == []
     assert set(res["killed"]) == {"ansan-b", gw["name"]}
     assert not procs.pid_alive(gw["pid"])
     links = [ln for ln in lab.status()["links"] if "ansan-b" in (ln["a"], ln["b"])]
@@ -247,19 +252,27 @@ def test_crash_mode_gives_resets_and_restore_brings_it_back(lab):
         if raw_get(gw["client_url"], timeout=5.0) == b"":
             raise ConnectionResetError("closed")
     assert time.monotonic() - t0 < 2.0  # answered at once, unlike a power loss
-    lab.restore("ansan-b")
+    lab.apply(Restore("ansan-b"))
     st = lab.status()
     assert all(n["state"] == "up" for n in st["nodes"])
     assert post_message(gw["client_url"]) == 201
 
 
-def test_unknown_operations_and_modes_are_lab_errors(lab):
-    with pytest.raises(LabError, match="valid: power, crash"):
-        lab.kill_zone("ansan-a", mode="meteor")
-    with pytest.raises(LabError, match="unknown site"):
-        lab.cut_power("ansan-a")
+def test_bad_faults_are_one_line_lab_errors(lab):
+    from twinsite.lab.client import _call
+    with pytest.raises(LabError, match="unknown site 'ansan-a'"):
+        lab.apply(SitePowerLoss("ansan-a"))
     with pytest.raises(LabError, match="no link"):
-        lab.partition("ansan-a", "ansan-a")
+        lab.apply(LinkPartition("ansan-a", "ansan-a"))
+    # the wire format is checked by the supervisor too (another client, the same rules)
+    with pytest.raises(LabError, match="mode must be one of power, crash"):
+        _call(lab.api, "POST", "/op/apply", {"fault": {"kind": "kill-zone", "zone": "ansan-a",
+                                                       "mode": "meteor"}})
+    with pytest.raises(LabError, match="unknown fault kind 'flood'"):
+        _call(lab.api, "POST", "/op/apply", {"fault": {"kind": "flood"}})
+    with pytest.raises(LabError, match="unknown operation"):
+        _call(lab.api, "POST", "/op/kill_zone", {"zone": "ansan-a"})
+    assert all(n["state"] == "up" for n in lab.status()["nodes"])  # nothing was touched
 
 
 def descendants(pid: int) -> set[int]:

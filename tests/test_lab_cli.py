@@ -2,6 +2,7 @@
 
 import pytest
 
+from twinsite import faults
 from twinsite.lab import cli
 
 
@@ -22,3 +23,28 @@ def test_state_dir_after_a_fault_subcommand():
 
 def test_state_dir_defaults_to_none():
     assert cli._parser().parse_args(["status"]).state_dir is None
+
+
+@pytest.mark.parametrize("argv, fault", [
+    (["fault", "kill-zone", "ansan-a"], faults.ZoneOutage("ansan-a")),
+    (["fault", "kill-zone", "ansan-a", "--mode", "crash"], faults.ZoneOutage("ansan-a", "crash")),
+    (["fault", "cut-power", "all"], faults.SitePowerLoss("all")),
+    (["fault", "throttle", "pangyo", "ansan", "80", "--jitter-ms", "5", "--bandwidth-kbit", "800"],
+     faults.LinkShape("pangyo", "ansan", 80.0, 5.0, 800)),
+    (["fault", "partition", "pangyo", "witness"], faults.LinkPartition("pangyo", "witness")),
+    (["fault", "restore"], faults.Restore("all")),
+    (["fault", "restore", "pangyo", "--timeout-s", "30"], faults.Restore("pangyo", 30.0)),
+    (["fault", "heal"], faults.Heal()),
+    (["fault", "heal", "pangyo", "ansan"], faults.Heal("pangyo", "ansan")),
+])
+def test_fault_subcommands_build_the_fault_values(argv, fault):
+    """The lab CLI is generated from twinsite.faults: one subcommand per fault class."""
+    args = cli._parser().parse_args(argv)
+    built = args.fault_cls(**{n: getattr(args, n) for n, _, _ in faults.fields_of(args.fault_cls)})
+    assert built == fault
+
+
+def test_a_bad_fault_argument_is_one_line_before_any_lab_is_asked(tmp_path, capsys):
+    assert cli.main(["--state-dir", str(tmp_path), "fault", "throttle", "a", "b", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "twinsite lab: latency_ms must be a number >= 0, got -1.0"

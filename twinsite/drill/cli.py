@@ -179,9 +179,10 @@ class Lab:
     def restore_all(self) -> None:
         """Whatever an experiment left broken comes back (between experiments, and at once when
         one is cut short)."""
-        from ..chaos.drivers.lab import LabDriver
+        from ..faults import Restore
+        from ..lab import LabClient
         try:
-            LabDriver(self.state_dir).restore("all")
+            LabClient(self.state_dir).apply(Restore("all"))
         except Exception as e:  # noqa: BLE001 - the next experiment's health probe will say more
             say(f"  (restoring the lab failed: {e})")
 

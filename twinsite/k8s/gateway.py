@@ -32,10 +32,10 @@ def spread(sel: dict, zones: tuple[str, ...] | None) -> dict:
 
 
 def nats_urls(topo: Topology, site: Site) -> str:
-    """The site's own servers first-class: a gateway talks to its own site's NATS only."""
+    """The topology's preference (`Topology.gateway_nats_zones`), as the lab uses it."""
     ns = topo.kubernetes.namespace
     return ",".join(f"nats://{c.NATS_USER}:$(NATS_PASSWORD)@{client_address(z, ns)}"
-                    for z in site.zone_names)
+                    for z in topo.gateway_nats_zones(site.name))
 
 
 def _container(name: str, image: str, port: int, cpu: str, memory: str, **extra) -> dict:

@@ -39,6 +39,11 @@ def to_config(topo: Topology) -> dict:
             item["routeAddresses"] = routes
         if s.max_gateway_replicas is not None:
             item["maxGatewayReplicas"] = s.max_gateway_replicas
+        for key, value in (("gatewayUrl", s.gateway_url), ("natsUrl", s.nats_url)):
+            if value:
+                item[key] = value
+        if s.external_cidrs:
+            item["externalCidrs"] = list(s.external_cidrs)
         sites.append(item)
     messaging = _plain(topo.messaging)
     messaging["uniquePlacement"] = topo.messaging.unique_placement or "none"

@@ -1,7 +1,7 @@
 """The local dual-site lab: the stack's topology as real processes behind a link fabric.
 
     lab = twinsite.lab.up()            # supervisor in the background, returns when ready
-    lab.cut_power("pangyo"); lab.restore("pangyo")
+    lab.apply(SitePowerLoss("pangyo")); lab.apply(Restore("pangyo"))   # twinsite.faults
     twinsite.lab.down()
 """
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+import typing
+from enum import Enum
 
+from .. import faults
 from . import client, state
 from .model import LabError
 
@@ -32,29 +36,32 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop everything (idempotent)")
     s = sub.add_parser("status", help="nodes, links, client endpoints")
     s.add_argument("--json", action="store_true")
-    f = sub.add_parser("fault", help="inject or clear a fault")
+    f = sub.add_parser("fault", help="inject or end a fault (see twinsite.faults)")
     fs = f.add_subparsers(dest="fault", required=True)
-    k = fs.add_parser("kill-zone", help="SIGKILL a zone's processes (power: links go silent)")
-    k.add_argument("zone")
-    k.add_argument("--mode", default="power", choices=["power", "crash"])
-    fs.add_parser("cut-power", help="power loss of a whole site").add_argument("site")
-    r = fs.add_parser("restore", help="restart a zone or site, heal its links, wait converged")
-    r.add_argument("target")
-    r.add_argument("--timeout", type=float, default=60.0)
-    t = fs.add_parser("throttle", help="set latency/jitter/bandwidth between two sites or zones")
-    t.add_argument("a")
-    t.add_argument("b")
-    t.add_argument("--latency-ms", type=float, required=True)
-    t.add_argument("--bandwidth-kbit", type=int, default=None)
-    t.add_argument("--jitter-ms", type=float, default=0.0)
-    pa = fs.add_parser("partition", help="silently cut the links between two sites or zones")
-    pa.add_argument("a")
-    pa.add_argument("b")
-    h = fs.add_parser("heal", help="heal the links between A and B (or every link)")
-    h.add_argument("a", nargs="?")
-    h.add_argument("b", nargs="?")
+    for cls in faults.FAULTS:
+        _fault_parser(fs, cls)
     _accept_state_dir_anywhere(p)
     return p
+
+
+def _fault_parser(sub, cls) -> None:
+    """One subcommand per fault class, its arguments from the dataclass fields: required fields
+    are positional, fields with a default are --options (restore's target is optional: all)."""
+    fp = sub.add_parser(cls.KIND, help=" ".join((cls.__doc__ or "").split()))
+    fp.set_defaults(fault_cls=cls)
+    for name, kind, default in faults.fields_of(cls):
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        convert = base if base in (int, float) else str
+        choices = [m.value for m in base] if isinstance(base, type) and issubclass(base, Enum) \
+            else None
+        if default is dataclasses.MISSING:
+            fp.add_argument(name, type=convert)
+        elif name in ("target", "a", "b"):
+            fp.add_argument(name, nargs="?", default=default, type=convert)
+        else:
+            fp.add_argument("--" + name.replace("_", "-"), dest=name, type=convert,
+                            default=default.value if isinstance(default, Enum) else default,
+                            choices=choices)
 
 
 def print_status(st: dict) -> None:
@@ -81,7 +88,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except LabError as e:
+    except (LabError, faults.FaultError) as e:
         print(f"twinsite lab: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `twinsite lab status | head`
@@ -106,6 +113,9 @@ def _run(args) -> int:
         client.down(d)
         print("lab is down" if was else "lab was not running (cleaned up)")
         return 0
+    if args.cmd == "fault":  # a bad argument is reported before the lab is asked anything
+        cls = args.fault_cls
+        fault = cls(**{name: getattr(args, name) for name, _, _ in faults.fields_of(cls)})
     lab = client.LabClient(d)
     if args.cmd == "status":
         st = lab.status()
@@ -114,20 +124,6 @@ def _run(args) -> int:
         else:
             print_status(st)
         return 0
-    f = args.fault
-    if f == "kill-zone":
-        res = lab.kill_zone(args.zone, args.mode)
-    elif f == "cut-power":
-        res = lab.cut_power(args.site)
-    elif f == "restore":
-        res = lab.restore(args.target, timeout=args.timeout)
-    elif f == "throttle":
-        res = lab.throttle(args.a, args.b, args.latency_ms, args.bandwidth_kbit, args.jitter_ms)
-    elif f == "partition":
-        res = lab.partition(args.a, args.b)
-    else:
-        if (args.a is None) != (args.b is None):
-            raise LabError("heal: name both ends of a link, or none to heal every link")
-        res = lab.heal(args.a, args.b)
+    res = lab.apply(fault)
     print(json.dumps(res))
     return 0

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .. import procs
+from .. import faults, procs
 from ..topology import load_stack
 from . import state
 from .model import LabError
@@ -64,27 +64,12 @@ class LabClient:
         except LabError:
             return False
 
-    def kill_zone(self, zone: str, mode: str = "power") -> dict:
-        return self._op("kill_zone", zone=zone, mode=mode)
-
-    def cut_power(self, site: str) -> dict:
-        return self._op("cut_power", site=site)
-
-    def restore(self, target: str, timeout: float = 60.0) -> dict:
-        """Restart the zone's (or site's) processes, heal its links, wait until converged."""
-        return _call(self.api, "POST", "/op/restore", {"target": target, "timeout": timeout},
-                     timeout=timeout + 10)
-
-    def throttle(self, a: str, b: str, latency_ms: float, bandwidth_kbit: int | None = None,
-                 jitter_ms: float = 0) -> dict:
-        return self._op("throttle", a=a, b=b, latency_ms=latency_ms,
-                        bandwidth_kbit=bandwidth_kbit, jitter_ms=jitter_ms)
-
-    def partition(self, a: str, b: str) -> dict:
-        return self._op("partition", a=a, b=b)
-
-    def heal(self, a: str | None = None, b: str | None = None) -> dict:
-        return self._op("heal", a=a, b=b)
+    def apply(self, fault: "faults.Fault") -> dict:
+        """Inject or end a fault (`twinsite.faults`); the answer says what the lab did. A restore
+        returns once the cluster converged, so its timeout bounds the call."""
+        timeout = float(getattr(fault, "timeout_s", 20.0)) + 10.0
+        return _call(self.api, "POST", "/op/apply", {"fault": faults.to_dict(fault)},
+                     timeout=timeout)
 
 
 def is_running(state_dir: str | None = None) -> bool:

@@ -26,8 +26,9 @@ import socket
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Awaitable, Callable
+
+from ..topology import LinkSpec
 
 HOST = "127.0.0.1"
 QUEUE_LIMIT = 4 << 20  # bytes held per direction before the relay stops reading (backpressure)
@@ -35,24 +36,17 @@ WRITE_HIGH_WATER = 512 * 1024
 _EOF, _CLOSE, _RESET = "eof", "close", "reset"
 
 
-@dataclass(frozen=True)
-class Shape:
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    bandwidth_kbit: int = 0  # 0 = unlimited
-
-
 class Link:
     """One link's shaping and silence; every pipe crossing it follows changes immediately."""
 
-    def __init__(self, name: str, shape: Shape = Shape()):
+    def __init__(self, name: str, shape: LinkSpec = LinkSpec()):
         self.name = name
         self.shape = shape
         self.silent = False
         self.pipes: set[_Pipe] = set()
         self.pending: set[_Conn] = set()  # accepted while silent, upstream not yet dialled
 
-    def set_shape(self, shape: Shape) -> None:
+    def set_shape(self, shape: LinkSpec) -> None:
         self.shape = shape
         for p in list(self.pipes):
             p.kick()
@@ -395,7 +389,7 @@ class Fabric:
         self.links: dict[str, Link] = {}
         self.relays: dict[str, Relay] = {}
 
-    def link(self, name: str, shape: Shape = Shape()) -> Link:
+    def link(self, name: str, shape: LinkSpec = LinkSpec()) -> Link:
         if name not in self.links:
             self.links[name] = Link(name, shape)
         return self.links[name]
@@ -421,7 +415,7 @@ def _main(argv: list[str]) -> None:
 
     async def run():
         f = Fabric()
-        shape = Shape(float(argv[1]) if len(argv) > 1 else 0.0, 0.0,
+        shape = LinkSpec(float(argv[1]) if len(argv) > 1 else 0.0, 0.0,
                       int(argv[2]) if len(argv) > 2 else 0)
         r = await f.relay("bench", f.link("bench", shape), (HOST, int(argv[0])))
         print(r.port, flush=True)

@@ -8,7 +8,7 @@ Blocking waits (monitor polling) go to worker threads. Faults are serialized by 
 over HTTP/1.1 server on a loopback port recorded in `state.json`:
 
   GET /status                      -> status document
-  POST /op/<name>  {json args}     -> result   (kill_zone, cut_power, restore, throttle, ...)
+  POST /op/apply {"fault": {...}}  -> what was done (the fault as `twinsite.faults.to_dict`)
   POST /shutdown                   -> {"ok": true}, then everything stops
 """
 
@@ -26,11 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-from .. import procs
+from .. import faults, procs
 from ..natscluster import HOST, NatsNode
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import model, state
-from .fabric import Fabric, Link, Shape
+from .fabric import Fabric, Link
 from .forker import ForkedChild, GatewayForker
 from .model import LabError
 from .routes import LabNatsCluster, SocketTable, stable_ports
@@ -40,10 +40,6 @@ PROBE_STREAM = "LAB_PROBE"
 CONVERGE_TIMEOUT_S = 60.0
 SPLIT_AFTER_S = 1.0  # a vote round takes ms; a term without a leader after this has split
 BOOT_ATTEMPTS = 3
-
-
-def _shape(spec: LinkSpec) -> Shape:
-    return Shape(spec.latency_ms, spec.jitter_ms, spec.bandwidth_kbit)
 
 
 class Supervisor:
@@ -95,9 +91,9 @@ class Supervisor:
         self.gw_port = {g.name: p for g, p in zip(self.gateways, ports[3 * len(zones):])}
 
     async def build_fabric(self) -> None:
-        for a, b in model.zone_pairs(self.topo):
-            key = model.pair_key(a, b)
-            self.zone_links[key] = self.fabric.link(key, _shape(self.default_spec(key)))
+        for pair in faults.all_links(self.topo):
+            key = pair.key
+            self.zone_links[key] = self.fabric.link(key, self.default_spec(key))
         zones = [z.name for z in self.topo.zones]
         relays = []  # (relay, kind, src, dst): bound first, targets filled in below
         for src in zones:
@@ -144,12 +140,11 @@ class Supervisor:
         return self.zone_links[model.pair_key(src, dst)]
 
     def gateway_nats_urls(self, g: model.GatewayPlan) -> list[str]:
-        """Own zone directly, then the rest of its own site, then other sites, via the fabric."""
-        site = self.topo.site(g.site)
-        order = list(site.zone_names) + [z.name for z in self.topo.zones if z.site != g.site]
-        order.remove(g.zone)
-        return ([self.cluster.nodes[g.zone].client_url]
-                + [f"nats://{self.client_relay[(g.zone, z)]}" for z in order])
+        """The topology's preference (`Topology.gateway_nats_zones`); its own zone's server
+        directly, the others through the fabric."""
+        return [self.cluster.nodes[z].client_url if z == g.zone else
+                f"nats://{self.client_relay[(g.zone, z)]}"
+                for z in self.topo.gateway_nats_zones(g.site)]
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -229,7 +224,7 @@ class Supervisor:
     def heal_keys(self, keys) -> None:
         for key in keys:
             self.partitioned.discard(key)
-            self.zone_links[key].set_shape(_shape(self.default_spec(key)))
+            self.zone_links[key].set_shape(self.default_spec(key))
         self.refresh_links()
 
     # --- readiness ---------------------------------------------------------------------------
@@ -438,7 +433,7 @@ class Supervisor:
         links = []
         for key, link in self.zone_links.items():
             a, b = key.split("~")
-            spec = LinkSpec(link.shape.latency_ms, link.shape.jitter_ms, link.shape.bandwidth_kbit)
+            spec = link.shape
             links.append({"a": a, "b": b, "latency_ms": spec.latency_ms,
                           "jitter_ms": spec.jitter_ms, "bandwidth_kbit": spec.bandwidth_kbit,
                           "state": model.link_state(spec, self.default_spec(key),
@@ -462,65 +457,58 @@ class Supervisor:
 
     # --- operations --------------------------------------------------------------------------
 
-    async def op_kill_zone(self, zone: str, mode: str = "power") -> dict:
-        model.check_mode(mode)
-        if zone not in self.cluster.nodes:
-            raise LabError(f"unknown zone '{zone}' (valid: "
-                           f"{', '.join(z.name for z in self.topo.zones)})")
-        if mode == "power":
-            self.powered_off.add(zone)
-            self.refresh_links()  # silence first, so not one FIN or RST escapes the dying zone
+    async def op_apply(self, fault: dict | None = None) -> dict:
+        """Resolve a fault (its wire form, `twinsite.faults.to_dict`) against the lab's topology and
+        realise the effect; the answer says what was done."""
+        f = faults.from_dict(fault)
+        down = frozenset(self.powered_off | self.crashed)
+        effect = faults.resolve(f, self.topo, down)
+        did = await getattr(self, f"_{effect.action.value}")(effect)
+        return {"ok": True, "effect": effect.summary(), **did}
+
+    async def _down(self, effect: faults.Effect) -> dict:
+        silenced = []
+        if effect.silent:
+            self.powered_off.update(effect.zones)
+            silenced = [k for k, link in self.zone_links.items()
+                        if not link.silent and set(k.split("~")) & set(effect.zones)]
+            self.refresh_links()  # silence first, so not one FIN or RST escapes the dying zones
         else:
-            self.crashed.add(zone)
-        killed = self.kill_zone_procs(zone)
-        return {"ok": True, "zone": zone, "mode": mode, "killed": killed}
+            self.crashed.update(effect.zones)
+        killed = [k for z in effect.zones for k in self.kill_zone_procs(z)]
+        return {"killed": killed, "silenced": silenced}
 
-    async def op_cut_power(self, site: str) -> dict:
-        try:
-            zones = self.topo.site(site).zone_names
-        except KeyError:
-            raise LabError(f"unknown site '{site}' (valid: "
-                           f"{', '.join(s.name for s in self.topo.sites)})") from None
-        self.powered_off.update(zones)
+    async def _shape(self, effect: faults.Effect) -> dict:
+        for pair in effect.links:
+            self.zone_links[pair.key].set_shape(effect.shape)
+        return {"shaped": [p.key for p in effect.links]}
+
+    async def _cut(self, effect: faults.Effect) -> dict:
+        self.partitioned.update(p.key for p in effect.links)
         self.refresh_links()
-        killed = [k for z in zones for k in self.kill_zone_procs(z)]
-        return {"ok": True, "site": site, "zones": list(zones), "killed": killed}
+        return {"cut": [p.key for p in effect.links]}
 
-    async def op_restore(self, target: str, timeout: float = CONVERGE_TIMEOUT_S) -> dict:
-        zones = model.zones_of(self.topo, target)
+    async def _restore(self, effect: faults.Effect) -> dict:
+        """Every server of the target back first, then one wait for the whole cluster: after a
+        grid-wide power loss no zone can converge without the others (black start)."""
         t0 = time.monotonic()
-        for z in zones:
+        was_down = [z for z in effect.zones if z in self.powered_off or z in self.crashed
+                    or not self.cluster.nodes[z].running]
+        for z in effect.zones:
             self.start_zone(z)
             self.powered_off.discard(z)
             self.crashed.discard(z)
-        self.heal_keys([k for k in self.zone_links if set(k.split("~")) & set(zones)])
-        await self.wait_converged(float(timeout))
-        return {"ok": True, "target": target, "zones": list(zones),
+        self.heal_keys([p.key for p in effect.links])  # refreshes silence too
+        await self.wait_converged(float(effect.fault.timeout_s))
+        return {"started": was_down, "healed": [p.key for p in effect.links],
+                "black_start": effect.black_start,
                 "converged_s": round(time.monotonic() - t0, 3)}
 
-    async def op_throttle(self, a: str, b: str, latency_ms: float, bandwidth_kbit=None,
-                          jitter_ms: float = 0) -> dict:
-        spec = model.check_shape(latency_ms, bandwidth_kbit, jitter_ms)
-        keys = model.pairs_between(self.topo, a, b)
-        for k in keys:
-            self.zone_links[k].set_shape(_shape(spec))
-        return {"ok": True, "links": keys, "latency_ms": spec.latency_ms,
-                "jitter_ms": spec.jitter_ms, "bandwidth_kbit": spec.bandwidth_kbit}
+    async def _heal(self, effect: faults.Effect) -> dict:
+        self.heal_keys([p.key for p in effect.links])
+        return {"healed": [p.key for p in effect.links]}
 
-    async def op_partition(self, a: str, b: str) -> dict:
-        keys = model.pairs_between(self.topo, a, b)
-        self.partitioned.update(keys)
-        self.refresh_links()
-        return {"ok": True, "links": keys, "state": "partitioned"}
-
-    async def op_heal(self, a: str | None = None, b: str | None = None) -> dict:
-        if (a is None) != (b is None):
-            raise LabError("heal: name both ends of a link, or none to heal every link")
-        keys = list(self.zone_links) if a is None else model.pairs_between(self.topo, a, b)
-        self.heal_keys(keys)
-        return {"ok": True, "links": keys, "state": "ok"}
-
-    OPS = ("kill_zone", "cut_power", "restore", "throttle", "partition", "heal")
+    OPS = ("apply",)
 
     async def call(self, op: str, args: dict) -> dict:
         if op not in self.OPS:
@@ -554,7 +542,7 @@ class Supervisor:
                 code, body = 200, await self.call(path[4:], args)
             else:
                 code, body = 404, {"error": f"no such endpoint: {method} {path}"}
-        except LabError as e:
+        except (LabError, faults.FaultError) as e:
             code, body = 400, {"error": str(e)}
         except (TimeoutError, procs.ChildExited) as e:
             code, body = 504, {"error": str(e)}

@@ -24,6 +24,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from ..topology import Messaging
 from . import model
 
 log = logging.getLogger("twinsite.talk")
@@ -38,19 +39,22 @@ class Unavailable(Exception):
     """JetStream cannot serve this request now (no connection, no leader, timeout)."""
 
 
+_M = Messaging()  # the messaging defaults have one home: the topology model
+
+
 @dataclass(frozen=True)
 class Settings:
     site: str
     nats_urls: tuple[str, ...]
     stream: str = "TALK"
     subject_prefix: str = "talk.room"
-    replicas: int = 3
-    duplicate_window_s: float = 120.0
-    max_body_bytes: int = 65536
+    replicas: int = _M.stream_replicas
+    duplicate_window_s: float = _M.duplicate_window_s
+    max_body_bytes: int = _M.max_body_bytes
     publish_timeout_s: float = 2.0
     read_timeout_s: float = 2.0
-    ping_interval_s: float = 1.0
-    ping_max: int = 3
+    ping_interval_s: float = _M.ping_interval_s
+    ping_max: int = _M.ping_max
     reconnect_wait_s: float = 0.25
     ready_cache_s: float = 0.5
     ready_timeout_s: float = 0.75

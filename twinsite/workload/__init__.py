@@ -1,11 +1,11 @@
 """The workload: a traffic driver that records a history (see `twinsite.history`) for the checker.
 
-    from twinsite.workload import DriverConfig, TrafficDriver, BackgroundTraffic, current
+    from twinsite.workload import DriverConfig, TrafficDriver, BackgroundTraffic
 """
 
-from .background import BackgroundTraffic, current
+from .background import BackgroundTraffic
 from .driver import DriverConfig, DriverStats, TrafficDriver
 from .lab import endpoints_from_lab
 
-__all__ = ["BackgroundTraffic", "DriverConfig", "DriverStats", "TrafficDriver", "current",
+__all__ = ["BackgroundTraffic", "DriverConfig", "DriverStats", "TrafficDriver",
            "endpoints_from_lab"]

@@ -1,8 +1,7 @@
 """Traffic in the background of synchronous code (chaostoolkit controls and actions).
 
-`BackgroundTraffic` runs a `TrafficDriver` on its own event loop in a daemon thread; `current()` is
-the run active in this process, so a chaos action can put its fault markers into the same history
-with the same clock.
+`BackgroundTraffic` runs a `TrafficDriver` on its own event loop in a daemon thread; whoever holds it
+(the chaos run context) puts fault markers into the same history with the same clock.
 """
 
 from __future__ import annotations
@@ -12,15 +11,6 @@ import threading
 
 from ..history import HistoryWriter
 from .driver import DriverConfig, TrafficDriver
-
-_current: "BackgroundTraffic | None" = None
-_current_lock = threading.Lock()
-
-
-def current() -> "BackgroundTraffic | None":
-    """The background traffic running in this process (between start() and stop()), if any."""
-    return _current
-
 
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
@@ -43,7 +33,6 @@ class BackgroundTraffic:
         self._started = threading.Event()
 
     def start(self) -> None:
-        global _current
         if self._thread is not None:
             raise RuntimeError("this BackgroundTraffic was already started")
         self.history = HistoryWriter(self.history_path, keep=True)
@@ -51,8 +40,6 @@ class BackgroundTraffic:
         self._thread = threading.Thread(target=self._main, name="twinsite-traffic", daemon=True)
         self._thread.start()
         self._started.wait(10)
-        with _current_lock:
-            _current = self
 
     def _main(self) -> None:
         loop = self._loop = _new_loop()
@@ -74,7 +61,6 @@ class BackgroundTraffic:
 
     def stop(self) -> None:
         """Stop sending, settle, read every room back, close the history. Idempotent."""
-        global _current
         if self._thread is None:
             return
         loop = self._loop
@@ -85,9 +71,6 @@ class BackgroundTraffic:
                 pass
         c = self.config
         self._thread.join(timeout=c.message_deadline_s + 5 + c.settle_s + 2 * c.final_read_timeout_s)
-        with _current_lock:
-            if _current is self:
-                _current = None
         self.history.close()
         if self._thread.is_alive():
             raise RuntimeError("traffic driver did not stop in time")

@@ -23,45 +23,19 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from chaoslib.exceptions import InterruptExecution
 
-from ..drivers import config_value
+from ..drivers import config_value, get_driver
+from ..run import HISTORY, RUN_KEY, Run, run_of
 
 __all__ = ["configure_control", "before_experiment_control", "before_hypothesis_control",
            "before_method_control", "after_method_control", "after_experiment_control",
-           "cleanup_control", "current_run"]
+           "cleanup_control"]
 
 logger = logging.getLogger("chaostoolkit")
-HISTORY = "history.jsonl"
-
-
-@dataclass
-class Run:
-    """The traffic of the experiment running in this process (one experiment per process)."""
-    run_dir: Path
-    traffic: Any = None
-    rate: float = 0.0
-    rooms: int = 0
-    stopped: bool = False
-    events: list | None = None  # the final events, once stopped
-    verdict: dict | None = None
-    error: str | None = None  # the traffic driver failed (the verdict then shows what is missing)
-    started_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def history_path(self) -> Path:
-        return self.run_dir / HISTORY
-
-
-_run: Run | None = None
-
-
-def current_run() -> Run | None:
-    return _run
+_open: list[Run] = []  # runs with traffic not yet stopped: only for cleanup_control's last resort
 
 
 def run_dir_for(configuration) -> Path:
@@ -81,142 +55,150 @@ def run_dir_for(configuration) -> Path:
 
 
 def configure_control(configuration=None, secrets=None, **_):
-    global _run
-    _stop_quietly()
-    _run = None
+    _stop_quietly(run_of(configuration))
 
 
 def before_experiment_control(context, configuration=None, secrets=None, **_):
-    global _run
-    _stop_quietly()
-    run_dir = run_dir_for(configuration)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    history = run_dir / HISTORY
-    if history.exists():
-        history.unlink()  # a re-run in the same folder must not mix two histories
-    _run = Run(run_dir=run_dir)
+    _new_run(configuration)
 
 
 def before_hypothesis_control(context, rate=None, rate_factor=1.0, rooms=None, subscribers=2,
                               settle_s=2.0, warmup_s=3.0, configuration=None, secrets=None, **_):
-    _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, configuration)
+    _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, configuration,
+                    secrets)
 
 
 def before_method_control(context, rate=None, rate_factor=1.0, rooms=None, subscribers=2,
                           settle_s=2.0, warmup_s=3.0, configuration=None, secrets=None, **_):
     # a run with the hypothesis skipped before the method still gets its traffic
-    _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, configuration)
+    _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, configuration,
+                    secrets)
 
 
 def after_method_control(context, state=None, configuration=None, secrets=None, **_):
-    finish()
+    finish(run_of(configuration))
 
 
 def after_experiment_control(context, state=None, configuration=None, secrets=None, **_):
-    finish()
-    if _run is None or not isinstance(state, dict):
+    run = run_of(configuration)
+    finish(run)
+    if run is None or not isinstance(state, dict):
         return
     state["twinsite"] = {
-        "history": str(_run.history_path),
-        "rate": _run.rate,
-        "rooms": _run.rooms,
-        "verdict": _run.verdict,
+        "history": str(run.history_path),
+        "rate": run.rate,
+        "rooms": run.rooms,
+        "verdict": run.verdict,
+        "faults_active_at_end": [e.marker for e in run.active],
         "failed_tolerances": failed_tolerances(state),
     }
 
 
 def cleanup_control(**_):
-    _stop_quietly()
+    for run in list(_open):
+        _stop_quietly(run)
 
 
 # --- the work ----------------------------------------------------------------------------------
 
 
-def _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, configuration):
-    if _run is None:
-        before_experiment_control(None, configuration=configuration)
-    if _run.traffic is not None or _run.stopped:
+def _new_run(configuration) -> Run | None:
+    """A fresh run context in the run's configuration dict (shared with every activity)."""
+    _stop_quietly(run_of(configuration))
+    if configuration is None:
+        return None  # no configuration to hold a context (called outside chaoslib)
+    run_dir = run_dir_for(configuration)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history = run_dir / HISTORY
+    if history.exists():
+        history.unlink()  # a re-run in the same folder must not mix two histories
+    run = configuration[RUN_KEY] = Run(run_dir=run_dir)
+    return run
+
+
+def _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, configuration,
+                    secrets=None):
+    run = run_of(configuration) or _new_run(configuration)
+    if run is None:
+        raise InterruptExecution("twinsite traffic: no run configuration (run it with chaos run)")
+    if run.traffic is not None or run.stopped:
         return
-    from twinsite.workload import BackgroundTraffic, DriverConfig, endpoints_from_lab
-    defaults = _stack_traffic(configuration)
-    _run.rate = float(rate) if rate else defaults.drill_rate_msgs_per_s * float(rate_factor)
-    _run.rooms = int(rooms) if rooms else defaults.drill_rooms
-    state_dir = config_value(configuration, "state_dir", "TWINSITE_LAB_DIR")
+    from twinsite.workload import BackgroundTraffic, DriverConfig
     try:  # chaoslib swallows a control's errors: say it loudly and stop the run instead
-        endpoints = endpoints_from_lab(state_dir) if state_dir else endpoints_from_lab()
-        config = DriverConfig(endpoints=endpoints, rate=_run.rate, rooms=_run.rooms,
+        driver = get_driver(configuration, secrets)
+        defaults = _stack_traffic(configuration, driver)
+        run.rate = float(rate) if rate else defaults.drill_rate_msgs_per_s * float(rate_factor)
+        run.rooms = int(rooms) if rooms else defaults.drill_rooms
+        config = DriverConfig(endpoints=driver.endpoints(), rate=run.rate, rooms=run.rooms,
                               subscribers=int(subscribers), settle_s=float(settle_s))
         config.validate()
-    except Exception as e:  # noqa: BLE001 - LabError, ValueError: one line either way
+    except Exception as e:  # noqa: BLE001 - ActivityFailed, TopologyError, ValueError: one line
         raise InterruptExecution(f"twinsite traffic cannot start: {e}") from None
-    logger.info(f"twinsite traffic: {_run.rate:.0f} msgs/s over {_run.rooms} rooms, "
-                f"history {_run.history_path}")
-    _run.traffic = BackgroundTraffic(config, _run.history_path)
-    _run.traffic.start()
-    _run.started_at = time.monotonic()
-    _warm_up(float(warmup_s))
+    logger.info(f"twinsite traffic: {run.rate:.0f} msgs/s over {run.rooms} rooms, "
+                f"history {run.history_path}")
+    run.traffic = BackgroundTraffic(config, run.history_path)
+    run.traffic.start()
+    _open.append(run)
+    run.started_at = time.monotonic()
+    _warm_up(run, float(warmup_s))
 
 
-def _warm_up(warmup_s: float) -> None:
+def _warm_up(run: Run, warmup_s: float) -> None:
     """Let the traffic reach its rate; refuse to judge a run that cannot write at all."""
     from twinsite import procs
     try:
-        procs.wait_until(lambda: _acked_so_far() > 0, timeout=max(10.0, warmup_s),
+        procs.wait_until(lambda: _acked_so_far(run) > 0, timeout=max(10.0, warmup_s),
                          interval=0.1, what="the first acknowledged write")
     except TimeoutError as e:
-        raise InterruptExecution(f"twinsite traffic: {e}; is the lab up and healthy?") from None
-    remaining = warmup_s - (time.monotonic() - _run.started_at)
+        raise InterruptExecution(f"twinsite traffic: {e}; is the target up and healthy?") from None
+    remaining = warmup_s - (time.monotonic() - run.started_at)
     if remaining > 0:
         time.sleep(remaining)  # a warm-up *duration*, deliberately: the 'before' latencies need it
 
 
-def _acked_so_far() -> int:
-    return sum(1 for e in _run.traffic.events() if e.get("type") == "ok" and e.get("f") == "send")
+def _acked_so_far(run: Run) -> int:
+    return sum(1 for e in run.traffic.events() if e.get("type") == "ok" and e.get("f") == "send")
 
 
-def finish() -> dict | None:
+def finish(run: Run | None) -> dict | None:
     """Stop the traffic (settle + final read) once; the verdict of the whole run after that."""
-    if _run is None or _run.traffic is None:
+    if run is None or run.traffic is None:
         return None
-    if not _run.stopped:
-        _run.stopped = True
+    if not run.stopped:
+        run.stopped = True
+        if run in _open:
+            _open.remove(run)
         logger.info("twinsite traffic: settling and reading every room back")
         try:
-            _run.traffic.stop()
+            run.traffic.stop()
         except Exception as e:  # noqa: BLE001 - judged below: a missing final read fails the run
-            _run.error = str(e)
+            run.error = str(e)
             logger.error(f"twinsite traffic: {e}")
-        _run.events = list(_run.traffic.events())
+        run.events = list(run.traffic.events())
         from twinsite.checker import check
-        _run.verdict = check(_run.events)
-        if _run.error:
-            _run.verdict["traffic_error"] = _run.error
-        (_run.run_dir / "verdict.json").write_text(json.dumps(_run.verdict, indent=2) + "\n")
-    return _run.verdict
+        run.verdict = check(run.events)
+        if run.error:
+            run.verdict["traffic_error"] = run.error
+        (run.run_dir / "verdict.json").write_text(json.dumps(run.verdict, indent=2) + "\n")
+    return run.verdict
 
 
-def _stop_quietly() -> None:
-    if _run is not None and _run.traffic is not None and not _run.stopped:
+def _stop_quietly(run: Run | None) -> None:
+    if run is not None and run.traffic is not None and not run.stopped:
         try:
-            finish()
+            finish(run)
         except Exception:  # noqa: BLE001 - cleanup after a failure: stop, never mask it
             logger.debug("twinsite traffic: stop failed", exc_info=True)
 
 
-def _stack_traffic(configuration):
-    """Traffic defaults from the stack the lab is running (its drill rate and rooms)."""
-    from twinsite.topology import Traffic, load_stack
+def _stack_traffic(configuration, driver):
+    """Traffic defaults of the stack: configuration `stack` (env TWINSITE_STACK), else the stack
+    the target runs. A stack that does not load is an error, never a silent fallback."""
     stack = config_value(configuration, "stack", "TWINSITE_STACK")
-    if not stack:
-        try:
-            from ..drivers import get_driver
-            stack = get_driver(configuration).status().get("stack")
-        except Exception:  # noqa: BLE001 - no stack known: the model's defaults
-            stack = None
-    try:
-        return load_stack(stack).traffic if stack else Traffic()
-    except Exception:  # noqa: BLE001
-        return Traffic()
+    if stack:
+        from twinsite.topology import load_stack
+        return load_stack(stack).traffic
+    return driver.topology().traffic
 
 
 def failed_tolerances(journal: dict) -> list[str]:

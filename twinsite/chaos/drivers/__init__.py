@@ -7,25 +7,26 @@ the lab driver speaks to the lab supervisor, a future k8s driver would taint nod
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from chaoslib.exceptions import ActivityFailed
+
+if TYPE_CHECKING:
+    from twinsite.faults import Effect
+    from twinsite.topology import Topology
 
 TARGETS = ("lab", "k8s")
 
 
 class Driver(Protocol):
-    def kill_zone(self, zone: str, mode: str) -> dict: ...
-    def cut_power(self, site: str) -> dict: ...
-    def restore(self, target: str) -> dict: ...
-    def throttle_link(self, a: str, b: str, latency_ms: float, bandwidth_kbit: int | None,
-                      jitter_ms: float) -> dict: ...
-    def partition_link(self, a: str, b: str) -> dict: ...
-    def heal_links(self) -> dict: ...
-    def stream_leader(self, stream: str) -> str: ...
+    """Realises `twinsite.faults` effects on one target and says what it did."""
+
+    def topology(self) -> "Topology": ...
+    def apply(self, effect: "Effect") -> dict: ...
+    def endpoints(self) -> dict[str, list[str]]: ...  # site -> gateway base URLs, for traffic
+    def stream_leader(self, stream: str) -> str: ...  # the zone whose server leads the stream
     def move_stream_leader(self, site: str, stream: str) -> dict: ...
     def healthy(self) -> bool: ...
-    def status(self) -> dict: ...
 
 
 def config_value(configuration: Mapping[str, Any] | None, key: str, env: str,
@@ -37,12 +38,13 @@ def config_value(configuration: Mapping[str, Any] | None, key: str, env: str,
     return value
 
 
-def get_driver(configuration: Mapping[str, Any] | None = None) -> Driver:
+def get_driver(configuration: Mapping[str, Any] | None = None,
+               secrets: Mapping[str, Any] | None = None) -> Driver:
     target = config_value(configuration, "target", "TWINSITE_TARGET", "lab")
     if target == "lab":
         from .lab import LabDriver  # imported here: a k8s run must not need the lab's modules
         return LabDriver(state_dir=config_value(configuration, "state_dir", "TWINSITE_LAB_DIR"))
     if target == "k8s":
-        raise ActivityFailed("target 'k8s' is not implemented yet (only 'lab' is); "
-                             "set configuration target: lab")
+        from .k8s import K8sDriver  # the kubernetes client only where it is used
+        return K8sDriver(configuration, secrets)
     raise ActivityFailed(f"unknown target {target!r} (expected one of: {', '.join(TARGETS)})")

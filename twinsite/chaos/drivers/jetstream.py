@@ -28,15 +28,16 @@ async def _request(nc, subject: str, body: dict | None = None, timeout: float = 
     return doc
 
 
-async def _connect(urls: list[str]):
+async def _connect(urls: list[str], user: str | None = None, password: str | None = None):
+    auth = {"user": user or "twinsite", "password": password} if password else {}
     return await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=1,
-                              allow_reconnect=False)
+                              allow_reconnect=False, **auth)
 
 
-def stream_placement(urls: list[str], stream: str) -> dict:
+def stream_placement(urls: list[str], stream: str, password: str | None = None) -> dict:
     """{"leader": server, "replicas": [servers...]} of a stream."""
     async def go():
-        nc = await _connect(urls)
+        nc = await _connect(urls, password=password)
         try:
             doc = await _request(nc, f"{API}.STREAM.INFO.{stream}")
         finally:
@@ -47,11 +48,12 @@ def stream_placement(urls: list[str], stream: str) -> dict:
     return asyncio.run(go())
 
 
-def move_leader(urls: list[str], stream: str, candidates: list[str], timeout: float = 15.0) -> str:
+def move_leader(urls: list[str], stream: str, candidates: list[str], timeout: float = 15.0,
+                password: str | None = None) -> str:
     """Make one of `candidates` (server names) the stream's leader; returns the new leader.
     The candidate must hold a replica; no-op when one already leads."""
     async def go():
-        nc = await _connect(urls)
+        nc = await _connect(urls, password=password)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -80,6 +82,25 @@ def move_leader(urls: list[str], stream: str, candidates: list[str], timeout: fl
                     raise JetStreamError(f"the {stream} leader did not move to "
                                          f"{'/'.join(candidates)} within {timeout:.0f}s")
                 await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+    return asyncio.run(go())
+
+
+def all_current(urls: list[str], password: str | None = None) -> bool:
+    """Every stream has a leader and every replica is current with no lag."""
+    async def go():
+        nc = await _connect(urls, password=password)
+        try:
+            names = (await _request(nc, f"{API}.STREAM.NAMES")).get("streams") or []
+            for name in names:
+                cluster = (await _request(nc, f"{API}.STREAM.INFO.{name}")).get("cluster") or {}
+                if not cluster.get("leader"):
+                    return False
+                if not all(r.get("current") and not r.get("lag")
+                           for r in cluster.get("replicas") or []):
+                    return False
+            return True
         finally:
             await nc.close()
     return asyncio.run(go())

@@ -1,20 +1,19 @@
-"""The lab driver: faults on the local lab through its supervisor (`twinsite.lab.LabClient`).
+"""The lab driver: effects realised by the local lab's supervisor (`twinsite.lab.LabClient`).
 
-Arguments are checked against the running lab's own status (its sites, zones and links), so a
-typo in an experiment fails with one line naming the bad value instead of a supervisor error.
+The supervisor resolves the same fault against the same topology (`twinsite.faults`), so the effect
+is sent as its fault, serialised once; the supervisor's answer (processes killed, links silenced,
+shaped or cut, servers started) is what the action returns.
 """
 
 from __future__ import annotations
 
 from chaoslib.exceptions import ActivityFailed
 
-MODES = ("power", "crash")  # silent power loss | kill -9 (the kernel answers with resets)
+from twinsite import faults
+from twinsite.topology import Topology, TopologyError, load_stack
 
 
 class LabDriver:
-    """Names (sites, zones, link ends) are checked by the lab itself, which knows the topology;
-    its LabError becomes the activity's failure. Only argument types are checked here."""
-
     def __init__(self, state_dir: str | None = None):
         self.state_dir = state_dir or None
         self._client = None
@@ -41,45 +40,23 @@ class LabDriver:
     def status(self) -> dict:
         return self._call("lab status", self.client.status)
 
+    def topology(self) -> Topology:
+        stack = self.status().get("stack")
+        try:
+            return load_stack(stack)
+        except TopologyError as e:
+            raise ActivityFailed(f"the lab runs stack {stack!r}, which does not load: {e}") \
+                from None
+
+    def endpoints(self) -> dict[str, list[str]]:
+        from twinsite.workload import endpoints_from_lab
+        return endpoints_from_lab(self.status())
+
     # --- faults ----------------------------------------------------------------------------------
 
-    def kill_zone(self, zone: str, mode: str = "power") -> dict:
-        if mode not in MODES:
-            raise ActivityFailed(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self._call(f"kill_zone {zone}", self.client.kill_zone, zone, mode=mode)
-        return {"zone": zone, "mode": mode}
-
-    def cut_power(self, site: str) -> dict:
-        self._call(f"cut_power {site}", self.client.cut_power, site)
-        return {"site": site}
-
-    def restore(self, target: str) -> dict:
-        if target == "all":
-            st = self.status()
-            down = sorted({z for z, state in (st.get("zones") or {}).items() if state != "up"} |
-                          {n["zone"] for n in st.get("nodes", [])
-                           if n.get("zone") and n.get("state") != "up"})
-            for zone in down:
-                self._call(f"restore {zone}", self.client.restore, zone)
-            self._call("heal links", self.client.heal)
-            return {"restored": down}
-        self._call(f"restore {target}", self.client.restore, target)
-        return {"restored": [target]}
-
-    def throttle_link(self, a: str, b: str, latency_ms: float, bandwidth_kbit: int | None = None,
-                      jitter_ms: float = 0) -> dict:
-        _check_number("latency_ms", latency_ms)
-        _check_number("jitter_ms", jitter_ms)
-        if bandwidth_kbit is not None:
-            _check_number("bandwidth_kbit", bandwidth_kbit, minimum=1)
-        self._call(f"throttle {a}<->{b}", self.client.throttle, a, b, latency_ms,
-                   bandwidth_kbit=bandwidth_kbit, jitter_ms=jitter_ms)
-        return {"a": a, "b": b, "latency_ms": latency_ms, "bandwidth_kbit": bandwidth_kbit,
-                "jitter_ms": jitter_ms}
-
-    def partition_link(self, a: str, b: str) -> dict:
-        self._call(f"partition {a}<->{b}", self.client.partition, a, b)
-        return {"a": a, "b": b}
+    def apply(self, effect: faults.Effect) -> dict:
+        answer = self._call(effect.fault.KIND, self.client.apply, effect.fault)
+        return {k: v for k, v in answer.items() if k not in ("ok", "effect")}
 
     # --- where the stream leader is ---------------------------------------------------------------
 
@@ -100,21 +77,16 @@ class LabDriver:
 
     def move_stream_leader(self, site: str, stream: str) -> dict:
         from .jetstream import JetStreamError, move_leader
-        sites = {s["name"]: s["zones"] for s in self.status().get("sites", [])}
-        if site not in sites:
-            raise ActivityFailed(f"unknown site '{site}' (valid: {', '.join(sites)})")
-        zones = sites[site]
+        topo = self.topology()
+        if site not in {s.name for s in topo.sites}:
+            raise ActivityFailed(f"unknown site '{site}' (valid: {faults.valid_sites(topo)})")
         try:
-            leader = move_leader(self._nats_urls(), stream, list(zones))
+            leader = move_leader(self._nats_urls(), stream, list(topo.site(site).zone_names))
         except JetStreamError as e:
             raise ActivityFailed(str(e)) from None
         except Exception as e:  # noqa: BLE001 - nats-py's errors vary
             raise ActivityFailed(f"moving the {stream} leader: {e or type(e).__name__}") from None
         return {"stream": stream, "leader": leader, "site": site}
-
-    def heal_links(self) -> dict:
-        self._call("heal links", self.client.heal)
-        return {"healed": True}
 
     def healthy(self) -> bool:
         """The lab is ready, every zone powered, every process up, every link as declared."""
@@ -126,8 +98,3 @@ class LabDriver:
                 and all(state == "up" for state in (st.get("zones") or {}).values())
                 and all(n.get("state") == "up" for n in st.get("nodes", []))
                 and all(link.get("state") == "ok" for link in st.get("links", [])))
-
-
-def _check_number(name: str, value, minimum: float = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ActivityFailed(f"{name} must be a number >= {minimum}, got {value!r}")
