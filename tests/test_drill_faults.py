@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from twinsite import lab as labapi
+from twinsite import procs
 from twinsite.drill import cli
 from twinsite.lab import state as labstate
 
@@ -156,6 +157,25 @@ def test_sigterm_during_a_pause_rolls_back_and_takes_the_lab_down(tmp_path):
     assert not labapi.is_running(str(state))
     assert_nothing_left(state, recs)
     assert not (state / cli.MARKER).exists()
+
+
+def test_ctrl_c_while_the_lab_starts_leaves_nothing(tmp_path):
+    state, reports = tmp_path / "lab", tmp_path / "reports"
+    d = Drill("pause", state, reports)
+    try:
+        d.wait_for("lab: starting", 60)
+        procs.wait_until(lambda: (state / labstate.SPAWN_FILE).exists(), 30,
+                         what="the lab supervisor spawned")
+        d.proc.send_signal(signal.SIGINT)
+        rc = d.wait(60)
+    finally:
+        d.kill()
+        labapi.down(str(state))
+    assert rc == 130, d.output
+    assert "Traceback" not in d.output
+    assert not processes_mentioning(str(state)), processes_mentioning(str(state))
+    assert not (state / cli.MARKER).exists()
+    assert not any(reports.iterdir())  # no experiment ran: no empty report folder either
 
 
 @pytest.mark.timeout(400)
