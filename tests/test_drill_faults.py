@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from twinsite import lab as labapi
+from twinsite import procs
 from twinsite.drill import cli
 from twinsite.lab import state as labstate
 
@@ -158,6 +159,25 @@ def test_sigterm_during_a_pause_rolls_back_and_takes_the_lab_down(tmp_path):
     assert not (state / cli.MARKER).exists()
 
 
+def test_ctrl_c_while_the_lab_starts_leaves_nothing(tmp_path):
+    state, reports = tmp_path / "lab", tmp_path / "reports"
+    d = Drill("pause", state, reports)
+    try:
+        d.wait_for("lab: starting", 60)
+        procs.wait_until(lambda: (state / labstate.SPAWN_FILE).exists(), 30,
+                         what="the lab supervisor spawned")
+        d.proc.send_signal(signal.SIGINT)
+        rc = d.wait(60)
+    finally:
+        d.kill()
+        labapi.down(str(state))
+    assert rc == 130, d.output
+    assert "Traceback" not in d.output
+    assert not processes_mentioning(str(state)), processes_mentioning(str(state))
+    assert not (state / cli.MARKER).exists()
+    assert not any(reports.iterdir())  # no experiment ran: no empty report folder either
+
+
 @pytest.mark.timeout(400)
 def test_sigkill_of_the_drill_mid_fault_next_drill_starts_clean(tmp_path):
     state, reports = tmp_path / "lab", tmp_path / "reports"
@@ -218,7 +238,7 @@ def test_sigkill_of_the_lab_supervisor_mid_fault_next_lab_up_starts_clean(tmp_pa
     assert not processes_mentioning(str(state))
 
 
-# --- the lab was up before the drill ---------------------------------------------------------------
+# --- the lab was up before the drill -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

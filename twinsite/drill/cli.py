@@ -40,10 +40,10 @@ ORDER = ("zone-outage", "site-power-cut", "link-throttle", "link-partition", "su
          "grid-power-loss")
 EXPERIMENT_TIMEOUT_S = 240.0
 MARKER = "drill.json"  # in the lab's state folder, while a drill uses the lab
-ROLLBACK_WAIT_S = 90.0
-LAB_DIED_GRACE_S = 5.0
+ROLLBACK_WAIT_S = 90.0  # after a stop: how long chaostoolkit may take to roll back and exit
+LAB_DIED_GRACE_S = 5.0  # ... when the lab died (nothing to roll back): time for its journal
 LAB_CHECK_S = 1.0  # how often a running experiment checks that the lab is still alive
-LAB_DIED = "the lab died during the experiment (its supervisor is gone)"  # after a stop: how long chaostoolkit may take to roll back and exit
+LAB_DIED = "the lab died during the experiment (its supervisor is gone)"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LOG_LINE = re.compile(r"^\[[^\]]*\s(INFO|WARNING|ERROR|CRITICAL)\]\s*(.*)$")
 
@@ -549,7 +549,8 @@ def drill(args: argparse.Namespace) -> int:
     say("")
     say(terminal_table(entries))
     ok = all(x["status"] == "passed" for x in entries) and len(entries) == len(paths)
-    say(f"\ndrill: {'PASSED' if ok else 'FAILED'} — {sum(x['status'] == 'passed' for x in entries)}"
+    passed = sum(x["status"] == "passed" for x in entries)
+    say(f"\ndrill: {'PASSED' if ok else 'FAILED'} — {passed}"
         f"/{len(paths)} passed in {summary['duration_s']:.0f}s; report: {out / 'report.html'}")
     return 0 if ok else 1
 
