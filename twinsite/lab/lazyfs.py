@@ -13,10 +13,10 @@ Model (write-through + undo, so reads and synced data cost nothing extra):
   (pre-images, each byte at most once). `drop` truncates to `synced_size` and writes the
   pre-images back: the file holds its last synced content again.
 - names: create, mkdir, symlink, link, unlink, rmdir and rename are journalled; removed or
-  replaced entries are parked in a trash directory (same filesystem) instead of deleted. An entry is
-  durable once the directory holding it is fsynced, or (as on ext4, which NATS relies on) once the
-  file it names is fsynced. `drop` undoes the remaining entries newest first, best effort (an
-  entry whose name a later durable entry moved is skipped).
+  replaced entries are parked in a trash directory (same filesystem) instead of deleted. Name
+  changes become durable in order, as in ext4's journal: an fsync of any file or directory of the
+  store makes every name change made before it durable (NATS never fsyncs a directory and relies
+  on exactly this). `drop` undoes the rest, newest first.
 - fencing: `drop` advances an epoch; a handle opened before it gets EIO for every later call, so
   a write still in flight from a killed process cannot land in the restored store.
 Metadata (chmod, chown, times) is passed through and never taken back.
@@ -97,7 +97,6 @@ class Entry:
     kind: str  # create | mkdir | remove | rename
     path: str  # for rename: the old name
     ino: int
-    dirs: frozenset[str]
     new: str = ""
     trash: str = ""
 
@@ -107,10 +106,6 @@ class Handle:
     fd: int
     ino: int
     epoch: int
-
-
-def _parent(p: str) -> str:
-    return os.path.dirname(p.rstrip("/")) or "/"
 
 
 class LazyFS:
@@ -150,18 +145,15 @@ class LazyFS:
         os.rename(real, t)
         return t
 
-    def _log(self, kind: str, path: str, ino: int, *dirs: str, new: str = "", trash: str = ""):
-        self.journal.append(Entry(kind, path, ino, frozenset(dirs), new, trash))
+    def _log(self, kind: str, path: str, ino: int, new: str = "", trash: str = ""):
+        self.journal.append(Entry(kind, path, ino, new, trash))
 
-    def _commit(self, keep) -> None:
-        """Make durable every journal entry for which keep(entry) is false."""
-        rest = []
+    def _commit_names(self) -> None:
+        """Every name change so far is durable: what they removed is gone for good."""
         for e in self.journal:
-            if keep(e):
-                rest.append(e)
-            elif e.trash:
+            if e.trash:
                 _remove(e.trash)
-        self.journal = rest
+        self.journal = []
 
     # --- control (called from the control socket) -------------------------------------------------
 
@@ -170,6 +162,12 @@ class LazyFS:
             names = {e.ino for e in self.journal}
             return {"bytes": sum(u.written for u in self.files.values()),
                     "files": len(names | set(self.files)), "entries": len(self.journal)}
+
+    def detail(self) -> dict:
+        """The uncommitted name changes and the inodes with unsynced data (for debugging)."""
+        with self._mu:
+            return {"entries": [[e.kind, e.path, e.new] for e in self.journal],
+                    "dirty_inodes": sorted(self.files)}
 
     def drop(self) -> dict:
         with self._mu:
@@ -187,7 +185,7 @@ class LazyFS:
         """Everything counts as synced (e.g. after the lab wiped a store on purpose)."""
         with self._mu:
             report = self.pending()
-            self._commit(lambda e: False)
+            self._commit_names()
             for u in self.files.values():
                 os.close(u.fd)
             self.files = {}
@@ -250,7 +248,7 @@ class LazyFS:
             if existed and fi.flags & os.O_TRUNC:
                 self._truncate_fd(fd, 0)
             if not existed:
-                self._log("create", path, os.fstat(fd).st_ino, _parent(path))
+                self._log("create", path, os.fstat(fd).st_ino)
             return 0
 
     def write(self, path, data, offset, fh):
@@ -284,13 +282,13 @@ class LazyFS:
             u = self.files.pop(h.ino, None)
             if u is not None:
                 os.close(u.fd)
-            self._commit(lambda e: not (e.ino == h.ino and e.kind != "remove"))
+            self._commit_names()
         if self.real_fsync:
             (os.fdatasync if datasync else os.fsync)(h.fd)
 
     def fsyncdir(self, path, datasync, fh):
         with self._mu:
-            self._commit(lambda e: path not in e.dirs)
+            self._commit_names()
         if self.real_fsync:
             fd = os.open(self.real(path), os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -312,23 +310,23 @@ class LazyFS:
     def mkdir(self, path, mode):
         with self._mu:
             os.mkdir(self.real(path), mode)
-            self._log("mkdir", path, os.lstat(self.real(path)).st_ino, _parent(path))
+            self._log("mkdir", path, os.lstat(self.real(path)).st_ino)
 
     def symlink(self, target, source):
         with self._mu:
             os.symlink(source, self.real(target))
-            self._log("create", target, os.lstat(self.real(target)).st_ino, _parent(target))
+            self._log("create", target, os.lstat(self.real(target)).st_ino)
 
     def link(self, target, source):
         with self._mu:
             os.link(self.real(source), self.real(target))
-            self._log("create", target, os.lstat(self.real(target)).st_ino, _parent(target))
+            self._log("create", target, os.lstat(self.real(target)).st_ino)
 
     def unlink(self, path):
         with self._mu:
             real = self.real(path)
             ino = os.lstat(real).st_ino
-            self._log("remove", path, ino, _parent(path), trash=self._park(real))
+            self._log("remove", path, ino, trash=self._park(real))
 
     def rmdir(self, path):
         with self._mu:
@@ -336,7 +334,7 @@ class LazyFS:
             if os.listdir(real):
                 raise OSError(errno.ENOTEMPTY, path)
             ino = os.lstat(real).st_ino
-            self._log("remove", path, ino, _parent(path), trash=self._park(real))
+            self._log("remove", path, ino, trash=self._park(real))
 
     def rename(self, old, new):
         with self._mu:
@@ -349,7 +347,7 @@ class LazyFS:
                 if trash:
                     os.rename(trash, rn)
                 raise
-            self._log("rename", old, ino, _parent(old), _parent(new), new=new, trash=trash)
+            self._log("rename", old, ino, new=new, trash=trash)
 
     def chmod(self, path, mode):
         os.chmod(self.real(path), mode)
@@ -396,7 +394,7 @@ class _Control(socketserver.StreamRequestHandler):
             try:
                 if cmd == "ping":
                     out = {"ok": True, "pid": os.getpid()}
-                elif cmd in ("drop", "pending", "commit"):
+                elif cmd in ("drop", "pending", "commit", "detail"):
                     out = {"ok": True, **getattr(fs, cmd)()}
                 else:
                     out = {"ok": False, "error": f"unknown command {cmd!r}"}

@@ -47,13 +47,13 @@ class DropReport:
     entries: int  # name changes (create, unlink, rename, ...) taken back
 
 
-def fuse_problem() -> str | None:
+def fuse_problem(dev: str = "/dev/fuse") -> str | None:
     """Why FUSE cannot work here (one line with the fix), or None."""
-    if not os.path.exists("/dev/fuse"):
-        return ("/dev/fuse is missing: the lab's store needs FUSE (on a container: "
+    if not os.path.exists(dev):
+        return (f"{dev} is missing: the lab's power-loss store needs FUSE (for a container: "
                 "--device /dev/fuse --cap-add SYS_ADMIN)")
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "/dev/fuse is not readable and writable by this user"
+    if not os.access(dev, os.R_OK | os.W_OK):
+        return f"{dev} is not readable and writable by this user: the lab's store needs FUSE"
     if shutil.which("fusermount3") is None:
         return "fusermount3 not found: install Debian's fuse3 (apt-get install fuse3 libfuse3-3)"
     if ctypes.util.find_library("fuse3") is None:
@@ -65,8 +65,8 @@ def fuse_problem() -> str | None:
     return None
 
 
-def check_fuse() -> None:
-    problem = fuse_problem()
+def check_fuse(dev: str = "/dev/fuse") -> None:
+    problem = fuse_problem(dev)
     if problem:
         raise FuseUnavailable(problem)
 

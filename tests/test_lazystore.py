@@ -1,0 +1,320 @@
+"""The lazy store: a drop takes back exactly what was not synced — on files, on names, and on a real
+nats-server's JetStream store (sync_interval always keeps every acked message, the default loses
+some). Needs FUSE (/dev/fuse, fuse3, libfuse3): skipped without it locally, a failure on CI."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+import nats
+import pytest
+
+from twinsite import procs
+from twinsite.lab import lazystore
+from twinsite.lab.lazyfs import cover, uncovered
+from twinsite.lab.lazystore import DropReport, FuseUnavailable, LazyMount
+
+PROBLEM = lazystore.fuse_problem()
+
+
+@pytest.fixture
+def fuse_ok():
+    if PROBLEM:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"FUSE is required: {PROBLEM}")
+        pytest.skip(PROBLEM)
+
+
+@pytest.fixture
+def mnt(fuse_ok, tmp_path):
+    with LazyMount(tmp_path / "backing", tmp_path / "mnt") as m:
+        yield m
+    assert not os.path.ismount(tmp_path / "mnt")
+
+
+def write(path, data: bytes, *, sync: bool, mode: str = "wb") -> None:
+    with open(path, mode) as f:
+        f.write(data)
+        f.flush()
+        if sync:
+            os.fsync(f.fileno())
+
+
+def fsync_dir(path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def synced_file(dirpath, name: str, data: bytes):
+    """A file whose content and name are both durable."""
+    p = dirpath / name
+    write(p, data, sync=True)
+    fsync_dir(dirpath)
+    return p
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+def test_uncovered_and_cover_intervals():
+    cov = cover(cover([], 10, 20), 30, 40)
+    assert uncovered(cov, 0, 50) == [(0, 10), (20, 30), (40, 50)]
+    assert uncovered(cov, 12, 18) == []
+    assert cover(cov, 15, 35) == [(10, 40)]
+
+
+def test_missing_dev_fuse_is_one_clear_line(tmp_path):
+    problem = lazystore.fuse_problem(dev=str(tmp_path / "no-fuse"))
+    assert "is missing" in problem and "FUSE" in problem and "\n" not in problem
+    with pytest.raises(FuseUnavailable, match="is missing"):
+        lazystore.check_fuse(dev=str(tmp_path / "no-fuse"))
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def test_unsynced_write_dropped_synced_kept(mnt):
+    root = mnt.mountpoint
+    p = synced_file(root, "blk", b"A" * 100)
+    with open(p, "r+b") as f:
+        f.seek(40)
+        f.write(b"B" * 20)      # overwrite inside the synced size
+        f.seek(0, os.SEEK_END)
+        f.write(b"C" * 4000)    # append
+    assert mnt.pending() == DropReport(bytes=4020, files=1, entries=0)
+    assert mnt.drop() == DropReport(bytes=4020, files=1, entries=0)
+    assert p.read_bytes() == b"A" * 100
+    assert mnt.pending() == DropReport(0, 0, 0)
+
+
+def test_fsync_and_fdatasync_keep_what_came_before(mnt):
+    p = synced_file(mnt.mountpoint, "f", b"one")
+    write(p, b"two", sync=True, mode="ab")
+    with open(p, "ab") as f:
+        f.write(b"three")
+        f.flush()
+        os.fdatasync(f.fileno())
+    write(p, b"four", sync=False, mode="ab")
+    mnt.drop()
+    assert p.read_bytes() == b"onetwothree"
+
+
+def test_truncate_taken_back(mnt):
+    p = synced_file(mnt.mountpoint, "t", b"0123456789")
+    os.truncate(p, 3)
+    os.truncate(p, 20)
+    write(p, b"x", sync=False, mode="r+b")
+    assert p.stat().st_size == 20
+    mnt.drop()
+    assert p.read_bytes() == b"0123456789"
+
+
+def test_o_trunc_open_taken_back(mnt):
+    p = synced_file(mnt.mountpoint, "meta", b"synced meta")
+    write(p, b"new", sync=False)  # "wb": O_TRUNC
+    mnt.drop()
+    assert p.read_bytes() == b"synced meta"
+
+
+def test_stale_handle_is_fenced_after_drop(mnt):
+    p = synced_file(mnt.mountpoint, "h", b"kept")
+    f = open(p, "r+b", buffering=0)
+    try:
+        mnt.drop()
+        with pytest.raises(OSError):
+            f.write(b"late write of a dead process")
+    finally:
+        with contextlib.suppress(OSError):  # flush on close is fenced too
+            f.close()
+    assert p.read_bytes() == b"kept"
+
+
+# --- names -------------------------------------------------------------------------------------
+
+def test_unsynced_create_removed(mnt):
+    root = mnt.mountpoint
+    write(root / "new", b"data", sync=False)
+    r = mnt.drop()
+    assert (r.files, r.entries) == (1, 1)
+    assert not (root / "new").exists()
+
+
+def test_create_kept_by_dir_fsync_but_data_dropped(mnt):
+    root = mnt.mountpoint
+    write(root / "new", b"data", sync=False)
+    fsync_dir(root)
+    mnt.drop()
+    assert (root / "new").read_bytes() == b""
+
+
+def test_a_file_fsync_makes_earlier_name_changes_durable(mnt):
+    """As in ext4's ordered journal (and as NATS, which never fsyncs a directory, relies on)."""
+    root = mnt.mountpoint
+    (root / "streams").mkdir()
+    write(root / "streams" / "early", b"unsynced", sync=False)
+    write(root / "streams" / "blk", b"msg", sync=True)
+    write(root / "streams" / "later", b"x", sync=False)
+    mnt.drop()
+    assert (root / "streams" / "blk").read_bytes() == b"msg"
+    assert (root / "streams" / "early").read_bytes() == b""  # its name is durable, its data not
+    assert not (root / "streams" / "later").exists()
+
+
+def test_unlink_after_dir_fsync_kept_without_it_undone(mnt):
+    root = mnt.mountpoint
+    a = synced_file(root, "a", b"AAA")
+    b = synced_file(root, "b", b"BBB")
+    a.unlink()
+    fsync_dir(root)
+    b.unlink()
+    r = mnt.drop()
+    assert r.entries == 1
+    assert not a.exists()
+    assert b.read_bytes() == b"BBB"
+
+
+def test_rename_over_undone_unless_dir_synced(mnt):
+    root = mnt.mountpoint
+    synced_file(root, "meta.inf", b"old")
+    write(root / "meta.tmp", b"new", sync=True)
+    os.rename(root / "meta.tmp", root / "meta.inf")
+    mnt.drop()
+    assert (root / "meta.inf").read_bytes() == b"old"  # the replaced file is back
+    assert (root / "meta.tmp").read_bytes() == b"new"  # durable by its fsync, under its old name
+
+
+def test_rename_undo_returns_file_to_old_name(mnt):
+    root = mnt.mountpoint
+    synced_file(root, "x", b"xx")
+    os.rename(root / "x", root / "y")
+    mnt.drop()
+    assert (root / "x").read_bytes() == b"xx" and not (root / "y").exists()
+    os.rename(root / "x", root / "y")
+    fsync_dir(root)
+    mnt.drop()
+    assert (root / "y").read_bytes() == b"xx" and not (root / "x").exists()
+
+
+def test_unsynced_mkdir_removed_with_contents(mnt):
+    root = mnt.mountpoint
+    (root / "streams" / "T").mkdir(parents=True)
+    write(root / "streams" / "T" / "1.blk", b"m", sync=False)
+    mnt.drop()
+    assert not (root / "streams").exists()
+
+
+def test_rmdir_undone_unless_parent_synced(mnt):
+    root = mnt.mountpoint
+    (root / "d").mkdir()
+    fsync_dir(root)
+    (root / "d").rmdir()
+    mnt.drop()
+    assert (root / "d").is_dir()
+
+
+def test_commit_counts_everything_as_synced(mnt):
+    root = mnt.mountpoint
+    write(root / "f", b"wiped on purpose", sync=False)
+    assert mnt.commit().entries == 1
+    assert mnt.drop() == DropReport(0, 0, 0)
+    assert (root / "f").read_bytes() == b"wiped on purpose"
+
+
+def test_backing_holds_the_bytes_and_survives_remount(fuse_ok, tmp_path):
+    with LazyMount(tmp_path / "b", tmp_path / "m") as m:
+        synced_file(m.mountpoint, "f", b"durable")
+    assert (tmp_path / "b" / "f").read_bytes() == b"durable"
+    with LazyMount(tmp_path / "b", tmp_path / "m") as m:
+        assert (m.mountpoint / "f").read_bytes() == b"durable"
+        assert m.drop() == DropReport(0, 0, 0)
+
+
+# --- a real nats-server on the lazy store --------------------------------------------------------
+
+class Server:
+    """One JetStream nats-server whose store_dir is a lazy store."""
+
+    def __init__(self, d, store_dir, sync_interval: str | None):
+        self.dir, self.store_dir = d, store_dir
+        self.port, self.http = procs.free_ports(2)
+        sync = f"  sync_interval: {sync_interval}\n" if sync_interval else ""
+        self.conf = d / "nats.conf"
+        self.conf.write_text(f"host: 127.0.0.1\nport: {self.port}\nhttp_port: {self.http}\n"
+                             f"jetstream {{\n  store_dir: \"{store_dir}\"\n{sync}}}\n")
+        self.proc = None
+
+    def start(self):
+        self.proc = procs.spawn([procs.nats_server_binary(), "-c", str(self.conf)],
+                                log=self.dir / "nats.log")
+        procs.wait_until(lambda: procs.http_status(f"http://127.0.0.1:{self.http}/healthz") == 200,
+                         30, what="nats-server /healthz")
+
+    def kill(self):
+        procs.reap(self.proc, sig=signal.SIGKILL)
+
+
+N_MESSAGES = 200
+
+
+async def publish_acked(url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="T", subjects=["t.>"], num_replicas=1)
+        acked = 0
+        for i in range(N_MESSAGES):
+            ack = await js.publish(f"t.{i % 7}", f"message {i}".encode() * 8)
+            acked += ack.seq == i + 1
+        return acked
+    finally:
+        await nc.close()
+
+
+async def stored_messages(url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        try:
+            return (await nc.jetstream().stream_info("T")).state.messages
+        except nats.js.errors.NotFoundError:
+            return 0  # the stream itself was never synced
+    finally:
+        await nc.close()
+
+
+async def power_loss_run(tmp_path, sync_interval: str | None, drop: bool) -> tuple[int, int, DropReport]:
+    store = tmp_path / "jetstream"
+    with LazyMount(lazystore.backing_for(store), store) as m:
+        s = Server(tmp_path, store, sync_interval)
+        s.start()
+        try:
+            url = f"nats://127.0.0.1:{s.port}"
+            acked = await publish_acked(url)
+            s.kill()
+            report = m.drop() if drop else m.pending()
+            s.start()
+            return acked, await stored_messages(url), report
+        finally:
+            s.kill()
+
+
+async def test_sync_always_keeps_every_acked_message_through_power_loss(fuse_ok, tmp_path):
+    acked, stored, report = await power_loss_run(tmp_path, "always", drop=True)
+    assert acked == N_MESSAGES
+    assert stored == N_MESSAGES
+
+
+async def test_default_fsync_loses_acked_messages_on_power_loss(fuse_ok, tmp_path):
+    acked, stored, report = await power_loss_run(tmp_path, None, drop=True)
+    assert acked == N_MESSAGES
+    assert report.bytes > 0 and report.files > 0
+    assert stored < acked
+
+
+async def test_crash_without_drop_keeps_unsynced_messages(fuse_ok, tmp_path):
+    """kill -9 alone: the page cache survives, so even the default fsync loses nothing."""
+    acked, stored, report = await power_loss_run(tmp_path, None, drop=False)
+    assert report.bytes > 0  # there was unsynced data that a power loss would have dropped
+    assert stored == acked == N_MESSAGES
