@@ -1,6 +1,6 @@
 """The FUSE filesystem behind `lazystore`: a pass-through that can forget what was never synced.
 
-Runs as its own process (`python -m twinsite.lab.lazyfs --backing B --mount M --control S`), one
+Runs as its own process (`python twinsite/lab/lazyfs.py --backing B --mount M --control S ...`), one
 per NATS store directory; `lazystore.LazyMount` starts it and talks to its control socket.
 
 Why hand-written: the tool made for this, lazyfs (used by Jepsen), is C++ built from source with
@@ -427,12 +427,12 @@ def serve(backing: str, mount: str, control: str, trash: str, real_fsync: bool =
         if str(e) != "8":
             raise
     finally:
-        server.shutdown()
+        server.server_close()  # its thread is a daemon: no shutdown() (that polls every 0.5 s)
         os.unlink(control)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m twinsite.lab.lazyfs")
+    p = argparse.ArgumentParser(prog="lazyfs.py")
     p.add_argument("--backing", required=True)
     p.add_argument("--mount", required=True)
     p.add_argument("--control", required=True, help="Unix socket: drop | pending | commit | ping")

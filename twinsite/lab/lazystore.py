@@ -19,6 +19,8 @@ do the one thing the lab needs.
 from __future__ import annotations
 
 import ctypes.util
+import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -34,6 +36,7 @@ from typing import Iterable
 from .. import procs
 
 _PR_SET_PDEATHSIG = 1
+_DAEMON = Path(__file__).with_name("lazyfs.py")  # run as a script: no twinsite imports to pay for
 
 
 class FuseUnavailable(RuntimeError):
@@ -56,13 +59,18 @@ def fuse_problem(dev: str = "/dev/fuse") -> str | None:
         return f"{dev} is not readable and writable by this user: the lab's store needs FUSE"
     if shutil.which("fusermount3") is None:
         return "fusermount3 not found: install Debian's fuse3 (apt-get install fuse3 libfuse3-3)"
-    if ctypes.util.find_library("fuse3") is None:
+    if libfuse3() is None:
         return "libfuse3 not found: install Debian's libfuse3-3 (apt-get install libfuse3-3)"
-    try:
-        import mfusepy  # noqa: F401
-    except (ImportError, OSError, EnvironmentError) as e:
-        return f"mfusepy cannot load libfuse3: {e} (pip install mfusepy; apt-get install libfuse3-3)"
+    if importlib.util.find_spec("mfusepy") is None:
+        return "mfusepy is not installed: run make setup (pip install mfusepy)"
     return None
+
+
+@functools.cache
+def libfuse3() -> str | None:
+    """libfuse3's soname, handed to each daemon: mfusepy would otherwise look for libfuse 2 first
+    (and ask ldconfig, ~50 ms, in every daemon)."""
+    return ctypes.util.find_library("fuse3")
 
 
 def check_fuse(dev: str = "/dev/fuse") -> None:
@@ -112,12 +120,13 @@ class LazyMount:
         force_unmount(self.mountpoint)
         self.backing.mkdir(parents=True, exist_ok=True)
         self.mountpoint.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "twinsite.lab.lazyfs", "--backing", str(self.backing),
+        argv = [sys.executable, str(_DAEMON), "--backing", str(self.backing),
                 "--mount", str(self.mountpoint), "--control", str(self.control),
                 "--trash", str(self.trash)] + ([] if self.real_fsync else ["--no-real-fsync"])
         out = open(self.log, "ab")
         try:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "FUSE_LIBRARY_PATH": libfuse3()},
                                          stdin=subprocess.DEVNULL, close_fds=True,
                                          preexec_fn=_die_with_parent_gracefully)
         finally:
@@ -174,14 +183,19 @@ class LazyMount:
         return self._report("commit")
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # libfuse leaves its loop and unmounts
+        """Unmount (lazily: a straggler's open file cannot block it), then reap the daemon, whose
+        loop ends as soon as the kernel lets go of the mount."""
+        force_unmount(self.mountpoint)
+        if self.proc is not None:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                procs.kill_group(self.proc, signal.SIGKILL)
-                self.proc.wait(timeout)
-        force_unmount(self.mountpoint)
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    procs.kill_group(self.proc, signal.SIGKILL)
+                    self.proc.wait(timeout)
         self.proc = None
 
     def __enter__(self) -> "LazyMount":
