@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 
 import nats
 import pytest
@@ -217,6 +218,20 @@ def test_rmdir_undone_unless_parent_synced(mnt):
     assert (root / "d").is_dir()
 
 
+def test_unlinked_open_file_still_written_and_brought_back(mnt):
+    root = mnt.mountpoint
+    p = synced_file(root, "blk", b"synced")
+    with open(p, "r+b", buffering=0) as f:
+        p.unlink()
+        f.seek(0, os.SEEK_END)
+        f.write(b"+late")
+        os.fstat(f.fileno())
+        f.seek(0)
+        assert f.read() == b"synced+late"
+        mnt.drop()
+    assert p.read_bytes() == b"synced"
+
+
 def test_commit_counts_everything_as_synced(mnt):
     root = mnt.mountpoint
     write(root / "f", b"wiped on purpose", sync=False)
@@ -232,6 +247,23 @@ def test_backing_holds_the_bytes_and_survives_remount(fuse_ok, tmp_path):
     with LazyMount(tmp_path / "b", tmp_path / "m") as m:
         assert (m.mountpoint / "f").read_bytes() == b"durable"
         assert m.drop() == DropReport(0, 0, 0)
+
+
+def test_mount_goes_away_when_its_owner_is_killed(fuse_ok, tmp_path):
+    """Nothing outlives the supervisor: its SIGKILL leaves no mount and no daemon behind."""
+    code = ("import sys, time; from twinsite.lab.lazystore import LazyMount; "
+            f"m = LazyMount({str(tmp_path / 'b')!r}, {str(tmp_path / 'm')!r}).start(); "
+            "print(m.proc.pid, flush=True); time.sleep(600)")
+    owner = procs.spawn([sys.executable, "-c", code], log=tmp_path / "owner.log")
+    try:
+        procs.wait_until(lambda: (tmp_path / "owner.log").read_text().strip().isdigit(), 30,
+                         what="the owner's mount")
+        daemon = int((tmp_path / "owner.log").read_text())
+        assert os.path.ismount(tmp_path / "m")
+    finally:
+        procs.reap(owner, sig=signal.SIGKILL)
+    procs.wait_until(lambda: not procs.pid_alive(daemon), 10, what="the lazy store daemon to exit")
+    assert not os.path.ismount(tmp_path / "m")
 
 
 # --- a real nats-server on the lazy store --------------------------------------------------------

@@ -30,8 +30,9 @@ import json
 import os
 import shutil
 import socketserver
-import stat
+import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,7 +195,7 @@ class LazyFS:
     # --- reading ---------------------------------------------------------------------------------
 
     def getattr(self, path, fh=None):
-        st = os.lstat(self.real(path))
+        st = os.fstat(self._handle(fh).fd) if path is None else os.lstat(self.real(path))
         d = {k: getattr(st, k) for k in _ST_KEYS}
         d.update(st_atime=d.pop("st_atime_ns"), st_mtime=d.pop("st_mtime_ns"),
                  st_ctime=d.pop("st_ctime_ns"))
@@ -403,8 +404,16 @@ class _Control(socketserver.StreamRequestHandler):
             self.wfile.write((json.dumps(out) + "\n").encode())
 
 
+def _unmount_when_orphaned(parent: int, mount: str) -> None:
+    """Our parent died (even by SIGKILL): detach the mount, which ends libfuse's loop. Polling,
+    not PR_SET_PDEATHSIG, which fires when the *thread* that started us ends."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    subprocess.run(["fusermount3", "-u", "-z", "-q", mount], check=False)
+
+
 def serve(backing: str, mount: str, control: str, trash: str, real_fsync: bool = True,
-          direct_io: bool = False) -> None:
+          direct_io: bool = False, debug: bool = False, parent: int | None = None) -> None:
     import mfusepy  # here: loading libfuse3 is this process's business only
 
     Path(backing).mkdir(parents=True, exist_ok=True)
@@ -419,8 +428,10 @@ def serve(backing: str, mount: str, control: str, trash: str, real_fsync: bool =
     server.daemon_threads = True
     server.fs = fs  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    if parent is not None:
+        threading.Thread(target=_unmount_when_orphaned, args=(parent, mount), daemon=True).start()
     try:
-        mfusepy.FUSE(fs, mount, raw_fi=True, foreground=True, hard_remove=True,
+        mfusepy.FUSE(fs, mount, raw_fi=True, foreground=True, debug=debug, hard_remove=True,
                      attr_timeout=0, entry_timeout=0, negative_timeout=0,
                      fsname="twinsite-lazystore", subtype="lazystore")
     except RuntimeError as e:  # libfuse's loop ends with 8 when a signal stopped it
@@ -440,8 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-real-fsync", action="store_true",
                    help="do not pass fsync on to the backing files (the lab's data is scratch)")
     p.add_argument("--direct-io", action="store_true")
+    p.add_argument("--debug", action="store_true", help="libfuse prints every request")
+    p.add_argument("--parent", type=int, help="unmount and exit when this process is gone")
     a = p.parse_args(argv)
-    serve(a.backing, a.mount, a.control, a.trash, not a.no_real_fsync, a.direct_io)
+    serve(a.backing, a.mount, a.control, a.trash, not a.no_real_fsync, a.direct_io, a.debug,
+          a.parent)
     return 0
 
 

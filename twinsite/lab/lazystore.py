@@ -35,7 +35,6 @@ from typing import Iterable
 
 from .. import procs
 
-_PR_SET_PDEATHSIG = 1
 _DAEMON = Path(__file__).with_name("lazyfs.py")  # run as a script: no twinsite imports to pay for
 
 
@@ -79,13 +78,6 @@ def check_fuse(dev: str = "/dev/fuse") -> None:
         raise FuseUnavailable(problem)
 
 
-def _die_with_parent_gracefully() -> None:
-    """The daemon's own group, and SIGTERM (not SIGKILL) when we die: libfuse then unmounts."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def _is_mount(path: Path) -> bool:
     try:
         return os.path.ismount(path)
@@ -122,13 +114,14 @@ class LazyMount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, str(_DAEMON), "--backing", str(self.backing),
                 "--mount", str(self.mountpoint), "--control", str(self.control),
-                "--trash", str(self.trash)] + ([] if self.real_fsync else ["--no-real-fsync"])
+                "--trash", str(self.trash), "--parent", str(os.getpid())]
+        argv += [] if self.real_fsync else ["--no-real-fsync"]
         out = open(self.log, "ab")
         try:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                          env={**os.environ, "FUSE_LIBRARY_PATH": libfuse3()},
                                          stdin=subprocess.DEVNULL, close_fds=True,
-                                         preexec_fn=_die_with_parent_gracefully)
+                                         start_new_session=True)  # it unmounts when we die
         finally:
             out.close()
 
@@ -212,9 +205,12 @@ def backing_for(store_dir: str | Path) -> Path:
 
 
 class LazyStores:
-    """One LazyMount per NATS server store directory, by name (the zone)."""
+    """One LazyMount per NATS server store directory, by name (the zone).
 
-    def __init__(self, real_fsync: bool = True):
+    `real_fsync=False` (the lab's choice): an fsync is modelled by the undo log alone and not
+    passed on to the backing disk, whose durability nothing in the lab needs (it is scratch)."""
+
+    def __init__(self, real_fsync: bool = False):
         self.real_fsync = real_fsync
         self.mounts: dict[str, LazyMount] = {}
 
@@ -254,7 +250,7 @@ class LazyStores:
 
 
 def mount_node_stores(nodes: Iterable, timeout: float = 15.0,
-                      real_fsync: bool = True) -> LazyStores:
+                      real_fsync: bool = False) -> LazyStores:
     """The supervisor's hook: a lazy store under every `NatsNode.store_dir` (before the servers
     start). Raises FuseUnavailable naming the cause; never falls back to a plain directory."""
     stores = LazyStores(real_fsync=real_fsync)
