@@ -113,12 +113,16 @@ class LazyFS:
     """The mfusepy operations (raw_fi=True). Paths are the mount's ("/a/b")."""
 
     use_ns = True
+    # Calls on an open file get path None and our handle (libfuse's nullpath_ok): an unlinked
+    # file that is still open keeps working, as on a real filesystem.
+    flag_nopath = flag_nullpath_ok = True
 
     def __init__(self, backing: str, trash: str, real_fsync: bool = True):
         self.root, self.trash_dir, self.real_fsync = backing, trash, real_fsync
         self._mu = threading.RLock()
         self.epoch, self.next_fh, self.next_trash = 0, 1, 0
         self.handles: dict[int, Handle] = {}
+        self.dirs: dict[int, int] = {}  # opendir handle -> directory fd
         self.files: dict[int, FileUndo] = {}
         self.journal: list[Entry] = []
         self.direct_io = False
@@ -201,8 +205,21 @@ class LazyFS:
                  st_ctime=d.pop("st_ctime_ns"))
         return d
 
+    def opendir(self, path):
+        with self._mu:
+            fd = os.open(self.real(path), os.O_RDONLY | os.O_DIRECTORY)
+            fh, self.next_fh = self.next_fh, self.next_fh + 1
+            self.dirs[fh] = fd
+            return fh
+
     def readdir(self, path, fh):
-        return [".", ".."] + os.listdir(self.real(path))
+        return [".", ".."] + os.listdir(self.dirs[fh])
+
+    def releasedir(self, path, fh):
+        with self._mu:
+            fd = self.dirs.pop(fh, None)
+        if fd is not None:
+            os.close(fd)
 
     def readlink(self, path):
         return os.readlink(self.real(path))
@@ -271,6 +288,8 @@ class LazyFS:
 
     def truncate(self, path, length, fh=None):
         with self._mu:
+            if fh is not None:
+                return self._truncate_fd(self._handle(fh).fd, length)
             fd = os.open(self.real(path), os.O_RDWR)
             try:
                 self._truncate_fd(fd, length)
@@ -290,12 +309,9 @@ class LazyFS:
     def fsyncdir(self, path, datasync, fh):
         with self._mu:
             self._commit_names()
+            fd = self.dirs[fh]
         if self.real_fsync:
-            fd = os.open(self.real(path), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            os.fsync(fd)
 
     def flush(self, path, fh):
         return 0
@@ -351,13 +367,20 @@ class LazyFS:
             self._log("rename", old, ino, new=new, trash=trash)
 
     def chmod(self, path, mode):
-        os.chmod(self.real(path), mode)
+        os.chmod(self.real(_named(path)), mode)
 
     def chown(self, path, uid, gid):
-        os.lchown(self.real(path), uid, gid)
+        os.lchown(self.real(_named(path)), uid, gid)
 
     def utimens(self, path, times=None):
-        os.utime(self.real(path), ns=times, follow_symlinks=False)
+        os.utime(self.real(_named(path)), ns=times, follow_symlinks=False)
+
+
+def _named(path):
+    """mfusepy does not hand us the file of fchmod/fchown/futimens: by name only."""
+    if path is None:
+        raise OSError(errno.ENOTSUP, "metadata change through an open handle")
+    return path
 
 
 def _remove(p: str) -> None:
@@ -416,6 +439,11 @@ def serve(backing: str, mount: str, control: str, trash: str, real_fsync: bool =
           direct_io: bool = False, debug: bool = False, parent: int | None = None) -> None:
     import mfusepy  # here: loading libfuse3 is this process's business only
 
+    class FUSE(mfusepy.FUSE):
+        def truncate_fuse_3(self, path, length, fip):  # mfusepy drops ftruncate's handle
+            return self.operations.truncate(None if path is None else path.decode(),
+                                            length, fip.contents if fip else None)
+
     Path(backing).mkdir(parents=True, exist_ok=True)
     Path(mount).mkdir(parents=True, exist_ok=True)
     shutil.rmtree(trash, ignore_errors=True)  # leftovers of a previous mount were durable deletes
@@ -431,7 +459,7 @@ def serve(backing: str, mount: str, control: str, trash: str, real_fsync: bool =
     if parent is not None:
         threading.Thread(target=_unmount_when_orphaned, args=(parent, mount), daemon=True).start()
     try:
-        mfusepy.FUSE(fs, mount, raw_fi=True, foreground=True, debug=debug, hard_remove=True,
+        FUSE(fs, mount, raw_fi=True, foreground=True, debug=debug, hard_remove=True,
                      attr_timeout=0, entry_timeout=0, negative_timeout=0,
                      fsname="twinsite-lazystore", subtype="lazystore")
     except RuntimeError as e:  # libfuse's loop ends with 8 when a signal stopped it
