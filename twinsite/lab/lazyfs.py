@@ -458,10 +458,13 @@ def serve(backing: str, mount: str, control: str, trash: str, real_fsync: bool =
     threading.Thread(target=server.serve_forever, daemon=True).start()
     if parent is not None:
         threading.Thread(target=_unmount_when_orphaned, args=(parent, mount), daemon=True).start()
+    # One thread serves the mount (the control socket has its own): every call is a quick syscall
+    # on the backing directory, and libfuse's thread pool cost 3x the CPU per request (measured
+    # 45-68 us vs 15-17 us: thread hand-offs and the GIL).
     try:
-        FUSE(fs, mount, raw_fi=True, foreground=True, debug=debug, hard_remove=True,
-                     attr_timeout=0, entry_timeout=0, negative_timeout=0,
-                     fsname="twinsite-lazystore", subtype="lazystore")
+        FUSE(fs, mount, raw_fi=True, foreground=True, debug=debug, nothreads=True,
+             hard_remove=True, attr_timeout=0, entry_timeout=0, negative_timeout=0,
+             fsname="twinsite-lazystore", subtype="lazystore")
     except RuntimeError as e:  # libfuse's loop ends with 8 when a signal stopped it
         if str(e) != "8":
             raise
