@@ -1,5 +1,5 @@
-"""The lazy store: a drop takes back exactly what was not synced — on files, on names, and on a real
-nats-server's JetStream store (sync_interval always keeps every acked message, the default loses
+"""The lazy store: a drop takes back exactly what was not synced — on files, on names, and on a
+real nats-server's JetStream store (sync_interval always keeps every acked message, the default loses
 some). Needs FUSE (/dev/fuse, fuse3, libfuse3): skipped without it locally, a failure on CI."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 
@@ -248,6 +249,22 @@ def test_backing_holds_the_bytes_and_survives_remount(fuse_ok, tmp_path):
         assert m.drop() == DropReport(0, 0, 0)
 
 
+def test_wiped_store_stays_empty_after_a_drop(fuse_ok, tmp_path):
+    """The supervisor's boot retry wipes stores on purpose: a later power loss must not bring the
+    old files back (LocalNatsCluster.wipe_store = rmtree through the mount + commit)."""
+    stores = lazystore.LazyStores()
+    try:
+        m = stores.mount("z", tmp_path / "jetstream")
+        (m.mountpoint / "streams").mkdir()
+        synced_file(m.mountpoint / "streams", "1.blk", b"old election")
+        shutil.rmtree(m.mountpoint, ignore_errors=True)  # the mountpoint itself stays (EBUSY)
+        assert stores.commit("z").entries == 2
+        assert stores.drop("z") == DropReport(0, 0, 0)
+        assert os.listdir(m.mountpoint) == []
+    finally:
+        stores.stop()
+
+
 def test_mount_goes_away_when_its_owner_is_killed(fuse_ok, tmp_path):
     """Nothing outlives the supervisor: its SIGKILL leaves no mount and no daemon behind."""
     code = ("import sys, time; from twinsite.lab.lazystore import LazyMount; "
@@ -317,7 +334,8 @@ async def stored_messages(url: str) -> int:
         await nc.close()
 
 
-async def power_loss_run(tmp_path, sync_interval: str | None, drop: bool) -> tuple[int, int, DropReport]:
+async def power_loss_run(tmp_path, sync_interval: str | None,
+                         drop: bool) -> tuple[int, int, DropReport]:
     store = tmp_path / "jetstream"
     with LazyMount(lazystore.backing_for(store), store) as m:
         s = Server(tmp_path, store, sync_interval)

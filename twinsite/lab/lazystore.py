@@ -13,7 +13,8 @@ do the one thing the lab needs.
     with LazyMount(backing, store_dir) as m:   # FuseUnavailable names the cause when it can't
         ... nats-server writes under store_dir ...
         report = m.drop()                     # after SIGKILL of that server: DropReport
-    stores = LazyStores(); stores.mount("pangyo-a", store_dir); stores.drop("pangyo-a"); stores.stop()
+    stores = LazyStores(); stores.mount("pangyo-a", store_dir)   # one per server, by zone
+    stores.drop("pangyo-a"); stores.stop()
 """
 
 from __future__ import annotations
