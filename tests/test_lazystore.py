@@ -79,6 +79,14 @@ def test_missing_dev_fuse_is_one_clear_line(tmp_path):
         lazystore.check_fuse(dev=str(tmp_path / "no-fuse"))
 
 
+def test_daemon_that_cannot_mount_fails_fast_with_its_reason(fuse_ok, tmp_path, monkeypatch):
+    fake = tmp_path / "fake_lazyfs.py"
+    fake.write_text("import sys\nprint('fuse: device not found, try modprobe fuse')\nsys.exit(1)\n")
+    monkeypatch.setattr(lazystore, "_DAEMON", fake)
+    with pytest.raises(FuseUnavailable, match="device not found"):
+        LazyMount(tmp_path / "b", tmp_path / "m").start(timeout=30)
+
+
 # --- data --------------------------------------------------------------------------------------
 
 def test_unsynced_write_dropped_synced_kept(mnt):

@@ -130,11 +130,15 @@ class LazyMount:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
-                raise FuseUnavailable(f"lazy store at {self.mountpoint} exited "
-                                      f"({self.proc.returncode}): {' | '.join(tail) or 'no log'}")
+                raise procs.ChildExited(f"lazy store at {self.mountpoint} exited "
+                                        f"({self.proc.returncode}): "
+                                        f"{' | '.join(tail) or 'no log'}")
             return _is_mount(self.mountpoint) and self._ask("ping")["ok"]
         try:
             procs.wait_until(up, timeout, what=f"lazy store mounted at {self.mountpoint}")
+        except procs.ChildExited as e:
+            self.stop()
+            raise FuseUnavailable(str(e)) from None
         except BaseException:
             self.stop()
             raise
