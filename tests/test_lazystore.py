@@ -35,7 +35,9 @@ def fuse_ok():
 @pytest.fixture
 def mnt(fuse_ok, tmp_path):
     with LazyMount(tmp_path / "backing", tmp_path / "mnt") as m:
+        assert m.alive
         yield m
+    assert not m.alive
     assert not os.path.ismount(tmp_path / "mnt")
 
 

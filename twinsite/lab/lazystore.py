@@ -143,6 +143,11 @@ class LazyMount:
             self.stop()
             raise
 
+    @property
+    def alive(self) -> bool:
+        """The daemon runs (if it died, the mount answers ENOTCONN: the lab should fail loudly)."""
+        return self.proc is not None and self.proc.poll() is None
+
     def start(self, timeout: float = 15.0) -> "LazyMount":
         self.spawn()
         self.wait_mounted(timeout)
