@@ -6,7 +6,23 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup test bench clean
 
-setup: $(STAMP)
+setup: fuse-deps $(STAMP)
+
+# The lab's NATS stores sit on a FUSE filesystem of ours (twinsite/lab/lazystore.py): Debian's
+# fuse3 (fusermount3) and libfuse3. Installed when missing and root; otherwise one line says what.
+.PHONY: fuse-deps
+fuse-deps:
+	@if ! command -v fusermount3 >/dev/null 2>&1 || ! ldconfig -p | grep -q 'libfuse3\.so\.3 '; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing fuse3 libfuse3-3 (the lab's lazy store needs FUSE)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq fuse3 libfuse3-3 >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq fuse3 libfuse3-3 >/dev/null; }; \
+	  else \
+	    echo "the lab needs FUSE: install Debian's fuse3 and libfuse3-3 (sudo apt-get install fuse3 libfuse3-3)"; \
+	  fi; \
+	fi
+	@test -e /dev/fuse || echo "no /dev/fuse here: the lab's power-loss store cannot mount (containers: --device /dev/fuse --cap-add SYS_ADMIN)"
 
 # Reinstall only when the project's dependency declaration changes.
 $(STAMP): pyproject.toml

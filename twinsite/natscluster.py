@@ -2,11 +2,14 @@
 
 Used by the test suite (direct routes) and by the lab (routes through the link fabric, via
 `route_address`). Ports are chosen free on loopback; every server is a child that dies with us.
+With `lazy_stores`, every store_dir is a lazy store (twinsite/lab/lazystore.py): `power_loss`
+then takes back what the server never fsynced, as a real power cut would.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import urllib.request
@@ -58,6 +61,8 @@ class LocalNatsCluster:
     base_dir: Path
     route_address: RouteAddress | None = None
     nodes: dict[str, NatsNode] = field(default_factory=dict)
+    lazy_stores: bool = False
+    stores: object | None = None  # lazystore.LazyStores once mounted
 
     def __post_init__(self):
         self.base_dir = Path(self.base_dir)
@@ -100,6 +105,8 @@ class LocalNatsCluster:
     def start(self, timeout: float = 30.0) -> None:
         self.write_configs()
         try:
+            if self.lazy_stores:
+                self.mount_stores()
             for zone in self.nodes:
                 self.start_node(zone)
             self.wait_ready(timeout)
@@ -123,6 +130,35 @@ class LocalNatsCluster:
         for n in self.nodes.values():
             if n.proc is not None:
                 procs.reap(n.proc, timeout=3.0, sig=signal.SIGTERM)
+        self.unmount_stores()
+
+    # --- lazy stores (power loss drops what was not fsynced) --------------------------------------
+
+    def mount_stores(self, timeout: float = 15.0) -> None:
+        """Mount a lazy store on every store_dir, before any server starts. Raises
+        lazystore.FuseUnavailable naming the cause (no /dev/fuse, no fuse3, ...)."""
+        from .lab import lazystore  # lazy: FUSE is the lab's business, not every importer's
+
+        if self.stores is None:
+            self.stores = lazystore.mount_node_stores(self.nodes.values(), timeout)
+
+    def unmount_stores(self) -> None:
+        """After every server is stopped."""
+        if self.stores is not None:
+            self.stores.stop()
+            self.stores = None
+
+    def power_loss(self, zone: str):
+        """SIGKILL, then every unsynced write of the server's store is lost: a DropReport (None
+        without lazy stores). A crash is `kill_node` alone: the page cache survives it."""
+        self.kill_node(zone, signal.SIGKILL)
+        return self.stores.drop(zone) if self.stores is not None else None
+
+    def wipe_store(self, zone: str) -> None:
+        """Empty a (stopped) server's store on purpose: nothing for a later drop to bring back."""
+        shutil.rmtree(self.nodes[zone].store_dir, ignore_errors=True)  # a mountpoint itself stays
+        if self.stores is not None:
+            self.stores.commit(zone)
 
     def __enter__(self):
         self.start()
