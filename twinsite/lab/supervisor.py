@@ -32,6 +32,7 @@ from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import model, state
 from .fabric import Fabric, Link
 from .forker import ForkedChild, GatewayForker
+from .lazystore import FuseUnavailable
 from .model import LabError
 from .routes import LabNatsCluster, SocketTable, stable_ports
 
@@ -324,7 +325,7 @@ class Supervisor:
             for n in self.cluster.nodes.values():
                 if n.proc is not None:
                     procs.reap(n.proc, sig=signal.SIGKILL)
-                shutil.rmtree(n.store_dir, ignore_errors=True)
+                self.cluster.wipe_store(n.zone)  # an rmtree alone is unsynced: a drop would undo it
             for zone in self.cluster.nodes:
                 self.cluster.start_node(zone)
             self.write_state()
@@ -369,6 +370,9 @@ class Supervisor:
         # of resetting it: route flapping at boot delays the first meta election by seconds.
         self.set_dial_grace(5.0)
         self.cluster.write_configs()
+        # Every store is a lazy store: a power loss drops what the server never fsynced. No FUSE,
+        # no lab (FuseUnavailable names the cause): never the old semantics silently.
+        await asyncio.to_thread(self.cluster.mount_stores)
         for zone in self.cluster.nodes:
             self.cluster.start_node(zone)
         self.write_state()
@@ -405,6 +409,7 @@ class Supervisor:
         self.ready = False
         if self.cluster is not None:
             await self.stop_children()
+            await asyncio.to_thread(self.cluster.unmount_stores)
         self.forker.stop()
         await self.fabric.close()
         try:
@@ -476,7 +481,14 @@ class Supervisor:
         else:
             self.crashed.update(effect.zones)
         killed = [k for z in effect.zones for k in self.kill_zone_procs(z)]
-        return {"killed": killed, "silenced": silenced}
+        dropped = {"bytes": 0, "files": 0}
+        if effect.drops_unsynced and self.cluster.stores is not None:
+            for z in effect.zones:  # the page cache dies with the power (also of a crashed zone)
+                report = await asyncio.to_thread(self.cluster.stores.drop, z)
+                dropped["bytes"] += report.bytes
+                dropped["files"] += report.files
+        return {"killed": killed, "silenced": silenced,
+                **({"unsynced_dropped": dropped} if effect.drops_unsynced else {})}
 
     async def _shape(self, effect: faults.Effect) -> dict:
         for pair in effect.links:
@@ -577,7 +589,7 @@ async def run(topo: Topology, state_dir: Path) -> int:
         else:
             start.cancel()
         return 0
-    except (TimeoutError, procs.ChildExited, OSError) as e:
+    except (TimeoutError, procs.ChildExited, OSError, FuseUnavailable) as e:
         print(f"lab: start failed: {e}", file=sys.stderr, flush=True)
         return 1
     finally:
