@@ -130,8 +130,12 @@ class Lab:
         say(f"lab: starting stack {self.stack!r} ...")
         self.started_here = True
         self._record(owns_lab=True)  # before `up`: a kill during start-up is found next time
+        from ..lab import LabError
         try:
             up(stack=self.stack, state_dir=self.state_dir, timeout=90)
+        except LabError as e:
+            self._forget()
+            raise DrillError(f"the lab did not start: {e}") from None
         except BaseException:
             self._forget()
             raise

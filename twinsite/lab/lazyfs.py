@@ -448,11 +448,13 @@ def serve(backing: str, mount: str, control: str, trash: str, real_fsync: bool =
     Path(mount).mkdir(parents=True, exist_ok=True)
     shutil.rmtree(trash, ignore_errors=True)  # leftovers of a previous mount were durable deletes
     Path(trash).mkdir(parents=True)
-    if os.path.exists(control):
+    abstract = control.startswith("@")  # Linux's abstract namespace: no path, no length limit
+    address = "\0" + control[1:] if abstract else control
+    if not abstract and os.path.exists(control):
         os.unlink(control)
     fs = LazyFS(os.path.abspath(backing), os.path.abspath(trash), real_fsync)
     fs.direct_io = direct_io
-    server = socketserver.ThreadingUnixStreamServer(control, _Control)
+    server = socketserver.ThreadingUnixStreamServer(address, _Control)
     server.daemon_threads = True
     server.fs = fs  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -470,7 +472,8 @@ def serve(backing: str, mount: str, control: str, trash: str, real_fsync: bool =
             raise
     finally:
         server.server_close()  # its thread is a daemon: no shutdown() (that polls every 0.5 s)
-        os.unlink(control)
+        if not abstract:
+            os.unlink(control)
 
 
 def main(argv: list[str] | None = None) -> int:

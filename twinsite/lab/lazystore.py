@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes.util
 import functools
 import importlib.util
+import hashlib
 import json
 import os
 import shutil
@@ -100,7 +101,10 @@ class LazyMount:
                  log: str | Path | None = None):
         self.backing, self.mountpoint = Path(backing).absolute(), Path(mountpoint).absolute()
         self.trash = self.backing.with_name(self.backing.name + ".trash")
-        self.control = self.backing.with_name(self.backing.name + ".ctl")
+        # an abstract Unix socket named after the backing dir: a deep state dir (pytest's tmp
+        # folders) would exceed AF_UNIX's 108-byte path limit
+        digest = hashlib.sha1(str(self.backing).encode()).hexdigest()[:20]
+        self.control = f"@twinsite-lazystore-{digest}"
         self.log = Path(log) if log else self.backing.with_name(self.backing.name + ".log")
         self.real_fsync = real_fsync
         self.proc: subprocess.Popen | None = None
@@ -108,8 +112,6 @@ class LazyMount:
     def spawn(self) -> None:
         """Start the daemon without waiting (see `wait_mounted`): lets many mounts start at once."""
         check_fuse()
-        if len(str(self.control)) > 100:
-            raise FuseUnavailable(f"control socket path too long for AF_UNIX: {self.control}")
         force_unmount(self.mountpoint)
         self.backing.mkdir(parents=True, exist_ok=True)
         self.mountpoint.mkdir(parents=True, exist_ok=True)
@@ -156,7 +158,7 @@ class LazyMount:
     def _ask(self, cmd: str, timeout: float = 30.0) -> dict:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
-            s.connect(str(self.control))
+            s.connect("\0" + self.control[1:])
             s.sendall(cmd.encode() + b"\n")
             buf = b""
             while not buf.endswith(b"\n"):
