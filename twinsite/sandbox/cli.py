@@ -90,6 +90,8 @@ def dry_run(args, d: Path) -> int:
     kcfg = Path(args.kubeconfig) if args.kubeconfig else d / "kubeconfig"
     apis = {s.name: SiteApi.from_kubeconfig(s.name, kcfg, s.kube_context or s.name)
             for s in topo.sites}
+    for api in apis.values():
+        api.check_up()  # before the (slow) render: a down site is the first thing to say
     ms = render.manifests(topo)
     errors, count = [], 0
     for site, api in apis.items():
