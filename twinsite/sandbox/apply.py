@@ -54,9 +54,10 @@ class SiteApi:
         if context not in names:
             raise SandboxError(f"site {site}: context '{context}' is not in kubeconfig {path} "
                                f"(contexts: {', '.join(names) or 'none'})")
-        api = config.new_client_from_config(config_file=str(path), context=context)
-        api.configuration.retries = 0  # a down API server is an answer, not a reason to wait
-        return cls(site, context, api.configuration.host, api)
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(path), context=context, client_configuration=cfg)
+        cfg.retries = 0  # a down API server is an answer, not a reason to retry
+        return cls(site, context, cfg.host, client.ApiClient(cfg))
 
     def down_reason(self, e: Exception) -> str:
         cause = e
@@ -75,9 +76,9 @@ class SiteApi:
 
     def ready(self) -> bool:
         try:
-            _, status, _ = self.api.call_api("/readyz", "GET", _preload_content=False,
-                                             _request_timeout=CALL_TIMEOUT)
-            return status == 200
+            req = self.api.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
+            resp = self.api.call_api(*req, _request_timeout=CALL_TIMEOUT)
+            return resp.status == 200
         except (urllib3.exceptions.HTTPError, ApiException):
             return False
 
