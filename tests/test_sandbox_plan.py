@@ -55,9 +55,10 @@ def test_site_pki_serving_cert_covers_loopback_and_admin_is_a_master(tmp_path):
 
 
 def test_tool_cache_key_follows_the_pins(tmp_path):
-    for name in ("go.mod", "go.sum"):
-        (tmp_path / name).write_text(f"{name} v1\n")
+    (tmp_path / "go.mod").write_text("require k8s.io/kubernetes v1.36.3\n")
+    (tmp_path / "go.sum").write_text("go.sum v1\n")
     a = tools.cache_key(tmp_path)
+    assert "gitVersion=v1.36.3" in tools.ldflags(tmp_path)
     (tmp_path / "go.sum").write_text("go.sum v2\n")
     assert tools.cache_key(tmp_path) != a
     assert tools.cache_key() == tools.cache_key(tools.module_dir())

@@ -28,7 +28,10 @@ TOOLS: dict[str, str] = {
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kwok": "sigs.k8s.io/kwok/cmd/kwok",
 }
-BUILD_FLAGS = ("-trimpath", "-buildvcs=false", "-ldflags=-s")
+BUILD_FLAGS = ("-trimpath", "-buildvcs=false")
+# What Kubernetes' own build (hack/lib/version.sh) stamps: without it the binaries report
+# v0.0.0-master, which clients that parse the server version (the Pulumi provider) refuse.
+VERSION_PACKAGES = ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
 KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat/node-heartbeat.yaml",
                "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml")
 DONE = "complete"
@@ -59,8 +62,25 @@ def cache_key(mod: Path | None = None) -> str:
     h = hashlib.sha256()
     for name in ("go.mod", "go.sum"):
         h.update((mod / name).read_bytes())
-    h.update(repr((sorted(TOOLS.items()), BUILD_FLAGS, KWOK_STAGES)).encode())
+    h.update(repr((sorted(TOOLS.items()), BUILD_FLAGS, ldflags(mod), KWOK_STAGES)).encode())
     return h.hexdigest()[:16]
+
+
+def kube_version(mod: Path | None = None) -> str:
+    """The k8s.io/kubernetes version go.mod pins, e.g. v1.36.3."""
+    for line in ((mod or module_dir()) / "go.mod").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "k8s.io/kubernetes" and parts[1].startswith("v1."):
+            return parts[1]
+    raise SandboxError("tools/kube/go.mod does not pin k8s.io/kubernetes")
+
+
+def ldflags(mod: Path | None = None) -> str:
+    v = kube_version(mod)
+    major, minor = v[1:].split(".")[:2]
+    stamps = {"gitVersion": v, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean"}
+    return " ".join(["-s"] + [f"-X {pkg}.{k}={val}" for pkg in VERSION_PACKAGES
+                              for k, val in stamps.items()])
 
 
 def cache_root() -> Path:
@@ -120,7 +140,8 @@ def build(progress=print) -> Tools:
 
 
 def _compile(mod: Path, out: Path, progress, t0: float) -> None:
-    argv = ["nice", "-n", "10", go_binary(), "build", "-v", *BUILD_FLAGS, "-o", f"{out}/",
+    argv = ["nice", "-n", "10", go_binary(), "build", "-v", *BUILD_FLAGS,
+            f"-ldflags={ldflags(mod)}", "-o", f"{out}/",
             *TOOLS.values()]
     proc = subprocess.Popen(argv, cwd=mod, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True)
