@@ -70,6 +70,7 @@ def kube_version(mod: Path | None = None) -> str:
     """The k8s.io/kubernetes version go.mod pins, e.g. v1.36.3."""
     for line in ((mod or module_dir()) / "go.mod").read_text().splitlines():
         parts = line.split()
+        parts = parts[1:] if parts[:1] == ["require"] else parts
         if len(parts) >= 2 and parts[0] == "k8s.io/kubernetes" and parts[1].startswith("v1."):
             return parts[1]
     raise SandboxError("tools/kube/go.mod does not pin k8s.io/kubernetes")
