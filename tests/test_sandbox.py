@@ -31,6 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(1200)  # the first test may build the tools (cold: minutes)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tools_built():
+    """Every test of the module skips (or fails on CI) from here: one line in the summary."""
+    return testing.require_tools()
+
+
 @pytest.fixture(scope="module")
 def sandbox():
     return testing.shared("lab")
@@ -209,7 +215,6 @@ def _alive_children(st: dict) -> list[str]:
 
 
 def test_up_then_down_leaves_no_process(tmp_path):
-    testing.require_tools()
     d = tmp_path / "sb"
     r = cli("up", "--stack", "lab", "--nodes-per-zone", "1", "--state-dir", str(d))
     try:
