@@ -28,6 +28,7 @@ from twinsite.sandbox.apply import SiteApi
 from twinsite.sandbox.plan import REGION_LABEL, ZONE_LABEL
 
 ROOT = Path(__file__).resolve().parent.parent
+testing.skip_module_without_go()
 pytestmark = pytest.mark.timeout(1200)  # the first test may build the tools (cold: minutes)
 
 

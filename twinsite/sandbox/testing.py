@@ -43,6 +43,19 @@ def on_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+NO_GO = "sandbox tests need a Go toolchain (>= 1.26) on PATH; then `make sandbox-tools`"
+
+
+def skip_module_without_go() -> None:
+    """At a test module's top: one skip line for the whole module (CI=true: a failure)."""
+    import pytest
+
+    if tools.locate() is None and not tools.go_binary():
+        if on_ci():
+            pytest.fail(NO_GO, pytrace=False)
+        pytest.skip(NO_GO, allow_module_level=True)
+
+
 def require_tools() -> tools.Tools:
     import pytest
 
@@ -50,10 +63,9 @@ def require_tools() -> tools.Tools:
     if found:
         return found
     if not tools.go_binary():
-        msg = "sandbox tests need a Go toolchain (>= 1.26) on PATH; then `make sandbox-tools`"
         if on_ci():
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+            pytest.fail(NO_GO, pytrace=False)
+        pytest.skip(NO_GO)
     try:
         return tools.build(lambda m: print(m, flush=True))
     except SandboxError as e:
