@@ -28,7 +28,7 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def one_run(stack: str) -> tuple[float, dict[str, int]]:
+def one_run(stack: str) -> tuple[float, dict[str, int], dict]:
     from twinsite.sandbox import client
 
     d = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
@@ -41,7 +41,7 @@ def one_run(stack: str) -> tuple[float, dict[str, int]]:
         for key, rec in st["children"].items():
             comp = key.split("/", 1)[1]
             by_component[comp] = by_component.get(comp, 0) + rss_kib(rec["pid"])
-        return took, by_component
+        return took, by_component, st.get("phases") or {}
     finally:
         client.down(d)
 
@@ -54,13 +54,14 @@ def main() -> None:
         return
     times, totals = [], []
     for i in range(RUNS):
-        took, comp = one_run("lab")
+        took, comp, phases = one_run("lab")
         total = sum(comp.values())
         times.append(took)
         totals.append(total)
         parts = ", ".join(f"{k} {v / 1024:.0f}" for k, v in sorted(comp.items()))
-        print(f"run {i + 1}: sandbox up {took:.1f}s; RSS {total / 2**20:.2f} GiB ({parts} MiB)",
-              flush=True)
+        steps = ", ".join(f"{k} at {v}s" for k, v in phases.items())
+        print(f"run {i + 1}: sandbox up {took:.1f}s ({steps}); RSS {total / 2**20:.2f} GiB "
+              f"({parts} MiB)", flush=True)
     print(f"sandbox up (lab, 3 control planes, 21 nodes): median {statistics.median(times):.1f}s "
           f"(goal <= 20 s), max {max(times):.1f}s")
     print(f"RSS of 3 control planes: median {statistics.median(totals) / 2**20:.2f} GiB "

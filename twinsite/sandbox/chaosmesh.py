@@ -98,7 +98,7 @@ def network_chaos_crd() -> dict:
                      "labels": {"app.kubernetes.io/managed-by": "twinsite-sandbox"}},
         "spec": {"group": GROUP, "scope": "Namespaced",
                  "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL,
-                           "singular": PLURAL, "categories": ["all", "chaos-mesh"]},
+                           "singular": PLURAL, "categories": ["chaos-mesh"]},
                  "versions": [{"name": VERSION, "served": True, "storage": True,
                                "schema": {"openAPIV3Schema": schema},
                                "subresources": {"status": {}}}]},

@@ -93,6 +93,10 @@ class Supervisor:
         self.stop = threading.Event()
         self.ready = False
         self.t0 = time.monotonic()
+        self.phases: dict[str, float] = {}  # phase -> seconds since start (for bench/docs)
+
+    def mark(self, phase: str) -> None:
+        self.phases[phase] = round(time.monotonic() - self.t0, 2)
 
     def site_dir(self, sp: SitePlan) -> Path:
         return self.dir / "sites" / sp.site
@@ -145,6 +149,7 @@ class Supervisor:
             self.wait(f"site {sp.site}: etcd", lambda u=u: procs.http_status(u) == 200, timeout)
             self.spawn(sp, "kube-apiserver", apiserver_argv(self.tools, sp, pk[sp.site],
                                                             self.site_dir(sp)))
+        self.mark("etcd_ready")
         for sp in self.sites:
             apis[sp.site] = api = SiteApi.from_kubeconfig(sp.site, self.site_dir(sp) / "admin.kubeconfig", sp.context)
             self.wait(f"site {sp.site}: kube-apiserver /readyz", api.ready, timeout)
@@ -155,14 +160,16 @@ class Supervisor:
             self.spawn(sp, "kwok", kwok_argv(self.tools, sp, kcfg))
             api.install_crds()
             api.create_nodes(sp)
+        self.mark("apiservers_ready")
         for sp in self.sites:
             api = apis[sp.site]
             self.wait(f"site {sp.site}: NetworkChaos CRD established", api.crds_established,
                       timeout)
             self.wait(f"site {sp.site}: {len(sp.nodes)} nodes Ready",
                       lambda api=api, sp=sp: api.nodes_ready(sp.nodes), timeout)
+        self.mark("nodes_ready")
         self.ready = True
-        self.write_state(up_seconds=round(time.monotonic() - self.t0, 2))
+        self.write_state(phases=self.phases)
 
     def run(self, timeout: float) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
