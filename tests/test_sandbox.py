@@ -241,3 +241,26 @@ def test_sigkill_of_the_supervisor_kills_every_control_plane(tmp_path):
     finally:
         sbclient.down(sb.state_dir)
     assert not state.same_process(st["supervisor"])
+
+
+def test_ctrl_c_during_up_stops_what_was_started(tmp_path):
+    d = tmp_path / "sb"
+    p = subprocess.Popen([sys.executable, "-m", "twinsite.cli", "sandbox", "up", "--stack", "lab",
+                          "--nodes-per-zone", "1", "--state-dir", str(d)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def api_servers_spawned():
+            st = state.read_state(d)
+            return st and sum(k.endswith("/kube-apiserver") for k in st["children"]) == 3
+        wait_for(api_servers_spawned, 60, "the API servers spawned")
+        st = state.read_state(d)
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=60) == 130
+        # `up` itself stopped everything before exiting (not the clean-up below)
+        assert _alive_children(state.read_state(d) or st) == []
+        assert _alive_children(st) == [] and not state.same_process(st["supervisor"])
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        sbclient.down(d)
