@@ -83,22 +83,34 @@ def test_status_and_env(sandbox):
     assert "PULUMI_BACKEND_URL=file://" in r.stdout and "PULUMI_CONFIG_PASSPHRASE=" in r.stdout
 
 
-def test_scheduler_places_a_pod_in_its_zone_and_kwok_runs_it(sandbox):
+def test_a_statefulset_pod_and_its_volume_land_in_its_zone_and_run(sandbox):
     api = sandbox.api("pangyo").api
-    core = k8s.CoreV1Api(api)
+    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
     ns = "sandbox-test-pods"
     core.create_namespace({"metadata": {"name": ns}})
     try:
         wait_for(lambda: core.read_namespaced_service_account("default", ns), 30,
                  "the default service account (controller-manager)")
-        pod = {"metadata": {"name": "p"}, "spec": {
-            "nodeSelector": {ZONE_LABEL: "pangyo-b"},
-            "containers": [{"name": "c", "image": "example.invalid/none:1"}]}}
-        core.create_namespaced_pod(ns, pod)
-        wait_for(lambda: core.read_namespaced_pod("p", ns).status.phase == "Running", 30,
-                 "pod Running")
-        node = core.read_namespaced_pod("p", ns).spec.node_name
-        assert node.startswith("pangyo-b-node-")
+        labels = {"app": "s"}
+        apps.create_namespaced_stateful_set(ns, {
+            "metadata": {"name": "s"},
+            "spec": {"replicas": 1, "serviceName": "s", "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {
+                         "nodeSelector": {ZONE_LABEL: "pangyo-b"},
+                         "containers": [{"name": "c", "image": "example.invalid/none:1"}]}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                         "accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "10Gi"}}}}]}})
+        wait_for(lambda: apps.read_namespaced_stateful_set("s", ns).status.ready_replicas == 1,
+                 60, "the StatefulSet ready (scheduled, volume bound, kwok Running)")
+        pod = core.read_namespaced_pod("s-0", ns)
+        assert pod.status.phase == "Running"
+        assert pod.spec.node_name.startswith("pangyo-b-node-")
+        pvc = core.read_namespaced_persistent_volume_claim("data-s-0", ns)
+        assert pvc.status.phase == "Bound"
+        pv = core.read_persistent_volume(pvc.spec.volume_name)
+        term = pv.spec.node_affinity.required.node_selector_terms[0]
+        assert term.match_expressions[0].values == [pod.spec.node_name]
     finally:
         core.delete_namespace(ns)
 

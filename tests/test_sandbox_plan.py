@@ -27,6 +27,13 @@ def test_plan_has_one_control_plane_per_site_with_its_context_and_zone_nodes():
     assert body["metadata"]["labels"][plan.ZONE_LABEL] == "pangyo-b"
     assert body["metadata"]["labels"][plan.REGION_LABEL] == "pangyo"
     assert body["metadata"]["annotations"][plan.KWOK_ANNOTATION] == "fake"
+    vols = plan.volume_bodies(pangyo)
+    assert len(vols) == plan.VOLUMES_PER_NODE * len(pangyo.nodes)
+    v = vols[-1]
+    assert v["metadata"]["labels"][plan.ZONE_LABEL] == "pangyo-c"
+    term = v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]
+    assert term["matchExpressions"][0]["values"] == [pangyo.nodes[-1]]
+    assert plan.storage_class_body()["volumeBindingMode"] == "WaitForFirstConsumer"
 
 
 def test_network_chaos_crd_names_the_documented_fields():

@@ -19,7 +19,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from . import SandboxError, chaosmesh
-from .plan import SitePlan, node_body, zone_of_node
+from .plan import SitePlan, node_body, storage_class_body, volume_bodies, zone_of_node
 
 CALL_TIMEOUT = (3.0, 15.0)  # connect, read
 
@@ -112,6 +112,20 @@ class SiteApi:
             except ApiException as e:
                 if e.status != 409:
                     raise SandboxError(f"site {self.site}: node {name} rejected: "
+                                       f"{api_reason(e)}") from None
+
+    def create_storage(self, sp: SitePlan) -> None:
+        """The default StorageClass and each node's local PersistentVolumes."""
+        calls = [(client.StorageV1Api(self.api).create_storage_class, storage_class_body())]
+        core = client.CoreV1Api(self.api)
+        calls += [(core.create_persistent_volume, pv) for pv in volume_bodies(sp)]
+        for fn, body in calls:
+            try:
+                self._call(fn, body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise SandboxError(f"site {self.site}: {body['kind']} "
+                                       f"{body['metadata']['name']} rejected: "
                                        f"{api_reason(e)}") from None
 
     def nodes_ready(self, names) -> bool:

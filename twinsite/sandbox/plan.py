@@ -71,3 +71,38 @@ def node_body(name: str, zone: str, site: str) -> dict:
 
 def zone_of_node(sp: SitePlan, node: str) -> str:
     return next(z for z in sp.zones if node.startswith(z + "-node-"))
+
+
+# Storage: no provisioner runs, so each node brings pre-made local PersistentVolumes and the
+# default StorageClass binds a claim when its pod is scheduled (as local-volume clusters do):
+# StatefulSet volumes land on their pod's node, hence in its zone.
+STORAGE_CLASS = "sandbox-local"
+VOLUMES_PER_NODE = 4  # Retain: a released volume is not reused, so keep a few spare
+VOLUME_SIZE = "50Gi"
+
+
+def storage_class_body() -> dict:
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": STORAGE_CLASS, "annotations": {
+                "storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "kubernetes.io/no-provisioner",
+            "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete"}
+
+
+def volume_bodies(sp: SitePlan, per_node: int = VOLUMES_PER_NODE) -> list[dict]:
+    out = []
+    for node in sp.nodes:
+        for i in range(1, per_node + 1):
+            out.append({
+                "apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": f"{node}-vol-{i}", "labels": {
+                    ZONE_LABEL: zone_of_node(sp, node), REGION_LABEL: sp.site}},
+                "spec": {"capacity": {"storage": VOLUME_SIZE}, "accessModes": ["ReadWriteOnce"],
+                         "persistentVolumeReclaimPolicy": "Retain",
+                         "storageClassName": STORAGE_CLASS,
+                         "local": {"path": f"/var/lib/sandbox/volumes/vol-{i}"},
+                         "nodeAffinity": {"required": {"nodeSelectorTerms": [{
+                             "matchExpressions": [{"key": "kubernetes.io/hostname",
+                                                   "operator": "In", "values": [node]}]}]}}},
+            })
+    return out

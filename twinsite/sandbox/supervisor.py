@@ -160,6 +160,7 @@ class Supervisor:
             self.spawn(sp, "kwok", kwok_argv(self.tools, sp, kcfg))
             api.install_crds()
             api.create_nodes(sp)
+            api.create_storage(sp)
         self.mark("apiservers_ready")
         for sp in self.sites:
             api = apis[sp.site]
