@@ -172,6 +172,14 @@ def test_render_output_passes_a_server_side_dry_run_on_every_site(sandbox, lab_m
         assert apps.list_namespaced_deployment(topology.NAMESPACE).items == []
 
 
+def test_dry_run_command_accepts_the_files_render_writes(sandbox, lab_manifests, tmp_path):
+    render.write(lab_manifests, tmp_path / "out")  # what `twinsite render --out` writes
+    r = cli("dry-run", "--stack", "lab", "--dir", str(tmp_path / "out"), "--state-dir",
+            str(sandbox.state_dir))
+    assert r.returncode == 0, r.stderr
+    assert f"{len(lab_manifests)} manifests of stack 'lab' accepted by 3 API servers" in r.stdout
+
+
 def test_a_manifest_the_api_server_rejects_is_one_line_naming_site_and_cause(sandbox,
                                                                           lab_manifests):
     dep = next(m.body for m in lab_manifests if m.site == "pangyo" and m.kind == "Deployment")

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="server-side dry run of `twinsite render` output on each site")
     dr.add_argument("--stack", default="lab")
     dr.add_argument("--kubeconfig", default=None, help="default: the sandbox's kubeconfig")
+    dr.add_argument("--dir", default=None,
+                    help="the files `twinsite render --out DIR` wrote (default: render now)")
     return p
 
 
@@ -83,7 +85,6 @@ def _run(args) -> int:
 
 
 def dry_run(args, d: Path) -> int:
-    from .. import render
     from .apply import SiteApi
 
     topo = load_stack(args.stack)
@@ -92,10 +93,10 @@ def dry_run(args, d: Path) -> int:
             for s in topo.sites}
     for api in apis.values():
         api.check_up()  # before the (slow) render: a down site is the first thing to say
-    ms = render.manifests(topo)
+    per_site = _read_rendered(Path(args.dir), apis) if args.dir else _render(topo)
     errors, count = [], 0
     for site, api in apis.items():
-        bodies = [m.body for m in ms if m.site == site]
+        bodies = per_site.get(site, [])
         count += len(bodies)
         errors += api.dry_run(bodies)
     for e in errors:
@@ -104,3 +105,26 @@ def dry_run(args, d: Path) -> int:
         print(f"{count} manifests of stack '{args.stack}' accepted by {len(apis)} API servers "
               f"(server-side dry run)")
     return 1 if errors else 0
+
+
+def _render(topo) -> dict[str, list[dict]]:
+    from .. import render
+
+    out: dict[str, list[dict]] = {}
+    for m in render.manifests(topo):
+        out.setdefault(m.site, []).append(m.body)
+    return out
+
+
+def _read_rendered(d: Path, apis: dict) -> dict[str, list[dict]]:
+    """DIR/<site>/*.yaml as `twinsite render` writes them; every site of the stack must be there."""
+    import yaml
+
+    out = {}
+    for site in apis:
+        files = sorted((d / site).glob("*.yaml"))
+        if not files:
+            raise SandboxError(f"site {site}: no rendered manifests in {d / site} "
+                               f"(run `twinsite render --out {d}`)")
+        out[site] = [yaml.safe_load(f.read_text()) for f in files]
+    return out
