@@ -66,7 +66,8 @@ class SiteApi:
         text = str(cause)
         if "Connection refused" in text or "Errno 111" in text:
             text = "connection refused"
-        return f"site {self.site}: API server {self.server} (context '{self.context}') is down: {text}"
+        return (f"site {self.site}: API server {self.server} (context '{self.context}') "
+                f"is down: {text}")
 
     def _call(self, fn, *args, **kw):
         try:
@@ -144,9 +145,9 @@ class SiteApi:
             raise SandboxError(self.down_reason(e)) from None
 
     def dry_run(self, bodies: list[dict]) -> list[str]:
-        """Server-side dry run (dryRun=All; apply rejects fields the schema lacks) of every object; the
-        namespaces they need are created for real first (a dry-run namespace holds nothing).
-        Returns one line per rejected object."""
+        """Server-side dry run (dryRun=All; apply rejects fields the schema lacks) of every
+        object; the namespaces they need are created for real first (a dry-run namespace
+        holds nothing). Returns one line per rejected object."""
         self.check_up()
         dyn = self.dynamic()
         core = client.CoreV1Api(self.api)

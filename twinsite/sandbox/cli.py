@@ -78,7 +78,8 @@ def _run(args) -> int:
                   f"(state dir {d}, kubeconfig {st['kubeconfig']})")
             for s in st["sites"]:
                 procs_ = " ".join(f"{k}{'' if v else '(dead)'}" for k, v in s["processes"].items())
-                print(f"  {s['site']:<10} {s['server']}  api {'ready' if s['api_ready'] else 'DOWN'}"
+                api = "ready" if s["api_ready"] else "DOWN"
+                print(f"  {s['site']:<10} {s['server']}  api {api}"
                       f"  nodes {'Ready' if s['nodes_ready'] else 'not ready'}  [{procs_}]")
         return 0 if st["running"] else 1
     return dry_run(args, d)

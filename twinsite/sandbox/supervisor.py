@@ -151,9 +151,9 @@ class Supervisor:
                                                             self.site_dir(sp)))
         self.mark("etcd_ready")
         for sp in self.sites:
-            apis[sp.site] = api = SiteApi.from_kubeconfig(sp.site, self.site_dir(sp) / "admin.kubeconfig", sp.context)
-            self.wait(f"site {sp.site}: kube-apiserver /readyz", api.ready, timeout)
             kcfg, d = self.site_dir(sp) / "admin.kubeconfig", self.site_dir(sp)
+            apis[sp.site] = api = SiteApi.from_kubeconfig(sp.site, kcfg, sp.context)
+            self.wait(f"site {sp.site}: kube-apiserver /readyz", api.ready, timeout)
             self.spawn(sp, "kube-controller-manager",
                        controller_manager_argv(self.tools, sp, pk[sp.site], kcfg, d))
             self.spawn(sp, "kube-scheduler", scheduler_argv(self.tools, sp, kcfg))

@@ -130,7 +130,8 @@ def build(progress=print) -> Tools:
     kwok_dir = Path(_go(["list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"], mod).strip())
     (tmp / "kwok-stages").mkdir()
     for rel in KWOK_STAGES:
-        shutil.copyfile(kwok_dir / "kustomize" / "stage" / rel, tmp / "kwok-stages" / Path(rel).name)
+        shutil.copyfile(kwok_dir / "kustomize" / "stage" / rel,
+                        tmp / "kwok-stages" / Path(rel).name)
     (tmp / DONE).write_text(_go(["list", "-m", "all"], mod))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
