@@ -51,10 +51,11 @@ def main(argv: list[str]) -> int:
 def _run(args) -> int:
     d = client.state_dir(args.state_dir)
     if args.cmd == "up":
-        t0 = time.monotonic()
+        t0, was = time.monotonic(), client.read(d) is not None
         st = client.up(args.stack, d, timeout=args.timeout, nodes_per_zone=args.nodes_per_zone)
         nodes = sum(len(s["nodes"]) for s in st["sites"])
-        print(f"sandbox '{st['stack']}' ready in {time.monotonic() - t0:.1f}s: "
+        took = "already running" if was else f"ready in {time.monotonic() - t0:.1f}s"
+        print(f"sandbox '{st['stack']}' {took}: "
               f"{len(st['sites'])} control planes, {nodes} nodes; kubeconfig {st['kubeconfig']}")
         for s in st["sites"]:
             print(f"  {s['site']:<10} context {s['context']:<10} {s['server']}  "
