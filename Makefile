@@ -50,3 +50,9 @@ fuzz: setup
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
+
+# The sandbox's control-plane binaries (tools/kube), built once per pinned version into
+# ~/.cache/twinsite/tools/kube-<hash>/ (a cold build takes minutes; see docs/sandbox.md).
+.PHONY: sandbox-tools
+sandbox-tools: setup
+	$(PY) -m twinsite.sandbox.tools build

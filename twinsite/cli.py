@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "drill": ("twinsite.drill.cli", "run chaos experiments against the lab and write a report"),
     "render": ("twinsite.render", "render the Pulumi program to Kubernetes manifests (no cluster)"),
     "policy": ("twinsite.policycheck", "run the dual-site policy pack offline (policy check ...)"),
+    "sandbox": ("twinsite.sandbox.cli", "local Kubernetes control planes per site (up | down | ...)"),
 }
 
 
