@@ -72,13 +72,11 @@ def stack_file(sandbox, talk_stream, tmp_path_factory):
 @pytest.fixture(scope="module")
 def deployed(sandbox, stack_file):
     """The lab stack's rendered manifests created in each site's cluster, every workload ready."""
-    from twinsite.sandbox import storage
     topo = topology.load_stack("lab")
     by_site: dict[str, list[dict]] = {}
     for m in render.manifests(topo):
         by_site.setdefault(m.site, []).append(m.body)
     for site, bodies in by_site.items():
-        storage.provision(sandbox.api(site).client)
         _create_all(sandbox, site, bodies)
     driver = K8sDriver(config(stack_file, sandbox))
     for cl in driver.clusters().values():
@@ -94,7 +92,7 @@ def config(stack_file, sandbox, **extra) -> dict:
 def _create_all(sandbox, site: str, bodies: list[dict]) -> None:
     from kubernetes.dynamic import DynamicClient
     from kubernetes.dynamic.exceptions import ConflictError
-    dyn = DynamicClient(sandbox.api(site).client)
+    dyn = DynamicClient(sandbox.api(site))
     order = {"Namespace": 0, "Secret": 1, "ConfigMap": 1}
     for body in sorted(bodies, key=lambda b: order.get(b["kind"], 2)):
         res = dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"])
