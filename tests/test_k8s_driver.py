@@ -92,7 +92,7 @@ def config(stack_file, sandbox, **extra) -> dict:
 def _create_all(sandbox, site: str, bodies: list[dict]) -> None:
     from kubernetes.dynamic import DynamicClient
     from kubernetes.dynamic.exceptions import ConflictError
-    dyn = DynamicClient(sandbox.api(site))
+    dyn = sandbox.api(site).dynamic()
     order = {"Namespace": 0, "Secret": 1, "ConfigMap": 1}
     for body in sorted(bodies, key=lambda b: order.get(b["kind"], 2)):
         res = dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"])

@@ -176,16 +176,26 @@ class SiteCluster:
             if "(404" not in str(e):
                 raise
 
-    def _set_taint(self, node: str, run: str, on: bool) -> None:
-        n = self._call(f"read node {node}", self.core.read_node, node)
-        taints = [t for t in (n.spec.taints or []) if t.key != TAINT_KEY]
-        if on:
-            taints.append(client.V1Taint(key=TAINT_KEY, value=TAINT_VALUE, effect=TAINT_EFFECT))
-        body = {"spec": {"taints": [{"key": t.key, "value": t.value, "effect": t.effect}
-                                    for t in taints]},
-                "metadata": {"annotations": {TAINTED_BY: run if on else None},
-                             "resourceVersion": n.metadata.resource_version}}
-        self._call(f"{'taint' if on else 'untaint'} node {node}", self.core.patch_node, node, body)
+    def _set_taint(self, node: str, run: str, on: bool, attempts: int = 8) -> None:
+        """Read-modify-write of the node's taints with its resourceVersion (another writer's taint
+        is never lost); kwok's heartbeats bump the version, so a conflict is retried."""
+        for attempt in range(attempts):
+            n = self._call(f"read node {node}", self.core.read_node, node)
+            taints = [t for t in (n.spec.taints or []) if t.key != TAINT_KEY]
+            if on:
+                taints.append(client.V1Taint(key=TAINT_KEY, value=TAINT_VALUE,
+                                             effect=TAINT_EFFECT))
+            body = {"spec": {"taints": [{"key": t.key, "value": t.value, "effect": t.effect}
+                                        for t in taints]},
+                    "metadata": {"annotations": {TAINTED_BY: run if on else None},
+                                 "resourceVersion": n.metadata.resource_version}}
+            try:
+                self._call(f"{'taint' if on else 'untaint'} node {node}", self.core.patch_node,
+                           node, body)
+                return
+            except ClusterError as e:
+                if "(409)" not in str(e) or attempt == attempts - 1:
+                    raise
 
     # --- readiness ---------------------------------------------------------------------------------
 
