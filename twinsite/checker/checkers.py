@@ -100,7 +100,7 @@ def order(a: Analysis) -> dict:
     ev_pos = np.r_[ops.first_inv[op_ids], ops.first_ok[acked]]
     is_ack = np.r_[np.zeros(len(op_ids), dtype=bool), np.ones(len(acked), dtype=bool)]
     key = ops.room[ev_id] * (len(a.h.procs) + 1) + ops.proc[ev_id]
-    o = np.lexsort((ev_pos, key))
+    o = np.argsort(key * (len(a.sends.kind) + 1) + ev_pos, kind="stable")  # by key, then time
     ev_id, is_ack, key = ev_id[o], is_ack[o], key[o]
     pos = st.home_pos[ev_id]
     prefix = _segmented_max(np.where(is_ack, pos, NONE), key)
