@@ -124,6 +124,15 @@ class ColumnBuilder:
         sd = table.setdefault
         return np.array([sd(v, len(table)) for v in values], dtype=np.int64)
 
+    @classmethod
+    def _interned_few(cls, table: dict, values: list) -> np.ndarray:
+        """The same for columns of few distinct values (rooms, processes): once all are known,
+        a C-level map(get) does it."""
+        codes = list(map(table.get, values))
+        if None in codes:
+            return cls._interned(table, values)
+        return np.array(codes, dtype=np.int64)
+
     @staticmethod
     def _seqs(values: list) -> np.ndarray:
         return np.array(values, dtype=np.float64)  # None -> NaN
@@ -149,8 +158,8 @@ class ColumnBuilder:
             sub = list(map(evs.__getitem__, rows.tolist()))
             cols = {"line": rows + base, "time": t[rows],
                     "id": self._interned(self._ids, list(map(_ID, sub))),
-                    "room": self._interned(self._rooms, list(map(_ROOM, sub))),
-                    "proc": self._interned(self._procs, list(map(_PROC, sub))),
+                    "room": self._interned_few(self._rooms, list(map(_ROOM, sub))),
+                    "proc": self._interned_few(self._procs, list(map(_PROC, sub))),
                     "seq": self._seqs(list(map(_SEQ, sub)))}
             if c == 1:
                 cols["kind"] = np.fromiter(map(KINDS.get, map(_TYPE, sub), repeat(OTHER)),
