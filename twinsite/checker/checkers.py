@@ -9,7 +9,8 @@ import numpy as np
 
 from ..columns import OTHER
 from ..history import leader_sites
-from .analysis import NONE, Analysis, first_names, names, sorted_str_names
+from .analysis import (NONE, Analysis, first_names, group_starts, names, segmented_accumulate,
+                       sorted_str_names)
 from .availability import op_room_of_sends, unavailable_by_group
 from .stats import percentile, stats
 
@@ -87,7 +88,6 @@ def durability(a: Analysis) -> dict:
 
 def _segmented_max(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Running max of `values` per run of equal `keys` (sorted by key; integer values)."""
-    from .analysis import group_starts, segmented_accumulate
     return segmented_accumulate(np.maximum, values, group_starts(keys))
 
 
