@@ -139,6 +139,8 @@ def test_sidecar_gives_the_same_verdict_as_the_jsonl(tmp_path):
     p = tmp_path / "h.jsonl"
     _rich_history(p)
     assert sidecar_path(p).exists()
+    assert not isinstance(load_history(p).ids, list)  # came from the sidecar (numpy names)
+    assert isinstance(load_history(p, sidecar=False).ids, list)
     v_side = check(load_history(p))
     v_jsonl = check(load_history(p, sidecar=False))
     v_dicts = check(read_history(p))
@@ -243,3 +245,19 @@ def test_check_has_no_process_wide_side_effects():
     before = gc.get_threshold()
     check([{"process": 0, "type": "invoke", "f": "send", "room": "r", "id": "a", "time": 0.0}])
     assert gc.isenabled() and gc.get_threshold() == before
+
+
+def test_a_damaged_sidecar_falls_back_to_the_jsonl(tmp_path):
+    import os
+    from twinsite.checker import check
+    from twinsite.columns import sidecar_path
+    from twinsite.history import load_history
+    p = tmp_path / "h.jsonl"
+    _rich_history(p)
+    good = check(load_history(p, sidecar=False))
+    side = sidecar_path(p)
+    data = side.read_bytes()
+    for damaged in (data[: len(data) // 2], b"not a zip file", data[:100]):
+        side.write_bytes(damaged)
+        os.utime(side, ns=(p.stat().st_mtime_ns + 1, p.stat().st_mtime_ns + 1))
+        assert check(load_history(p)) == good

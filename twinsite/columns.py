@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from array import array
 from itertools import repeat
 from operator import attrgetter
@@ -123,6 +124,15 @@ class ColumnBuilder:
         sd = table.setdefault
         return np.array([sd(v, len(table)) for v in values], dtype=np.int64)
 
+    @classmethod
+    def _interned_few(cls, table: dict, values: list) -> np.ndarray:
+        """The same for columns of few distinct values (rooms, processes): once all are known,
+        a C-level map(get) does it."""
+        codes = list(map(table.get, values))
+        if None in codes:
+            return cls._interned(table, values)
+        return np.array(codes, dtype=np.int64)
+
     @staticmethod
     def _seqs(values: list) -> np.ndarray:
         return np.array(values, dtype=np.float64)  # None -> NaN
@@ -148,8 +158,8 @@ class ColumnBuilder:
             sub = list(map(evs.__getitem__, rows.tolist()))
             cols = {"line": rows + base, "time": t[rows],
                     "id": self._interned(self._ids, list(map(_ID, sub))),
-                    "room": self._interned(self._rooms, list(map(_ROOM, sub))),
-                    "proc": self._interned(self._procs, list(map(_PROC, sub))),
+                    "room": self._interned_few(self._rooms, list(map(_ROOM, sub))),
+                    "proc": self._interned_few(self._procs, list(map(_PROC, sub))),
                     "seq": self._seqs(list(map(_SEQ, sub)))}
             if c == 1:
                 cols["kind"] = np.fromiter(map(KINDS.get, map(_TYPE, sub), repeat(OTHER)),
@@ -261,23 +271,33 @@ def save_sidecar(h: History, path, jsonl_size: int) -> bool:
     return True
 
 
+TABLE_COLS = {"send": ("kind", "id", "room", "proc", "seq"), "deliver": ("id", "room", "proc", "seq"),
+              "final": ("room", "ok", "start", "stop"), "subscribe": ("room", "proc", "seq")}
+
+
 def load_sidecar(path) -> History | None:
-    """The sidecar's columns if it exists and matches the JSONL file's size, else None."""
+    """The sidecar's columns if it exists, is consistent, and matches the JSONL file (same size,
+    not modified after the sidecar was written); else None (the caller parses the JSONL)."""
     target = sidecar_path(path)
     try:
-        size = os.path.getsize(path)
+        st, st_side = os.stat(path), os.stat(target)
+        if st.st_mtime_ns > st_side.st_mtime_ns:
+            return None
         with np.load(target, allow_pickle=False) as z:
             meta = z["meta"]
-            if int(meta[0]) != SIDECAR_VERSION or int(meta[1]) != size:
+            if int(meta[0]) != SIDECAR_VERSION or int(meta[1]) != st.st_size:
                 return None
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError):
+        h = _from_arrays(data, meta)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+    return h if _consistent(h) else None
 
+
+def _from_arrays(data: dict, meta) -> History:
     def table(name: str) -> Table:
-        prefix = name + "."
-        cols = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
-        return Table(cols.pop("line"), cols.pop("time"), cols)
+        return Table(data[f"{name}.line"], data[f"{name}.time"],
+                     {k: data[f"{name}.{k}"] for k in TABLE_COLS[name]})
 
     return History(
         send=table("send"), deliver=table("deliver"), final=table("final"),
@@ -285,3 +305,21 @@ def load_sidecar(path) -> History | None:
         ids=data["ids"], rooms=data["rooms"].tolist(), procs=data["procs"].tolist(),
         marks=tuple(json.loads(str(data["marks"]))), unknown=int(meta[3]), n_events=int(meta[2]),
         time_min=float(data["trange"][0]), time_max=float(data["trange"][1]))
+
+
+def _consistent(h: History) -> bool:
+    """Equal column lengths and every interned index in range (a damaged file is not trusted)."""
+    bounds = {"id": len(h.ids), "room": len(h.rooms), "proc": len(h.procs)}
+    for t in (h.send, h.deliver, h.final, h.subscribe):
+        n = len(t.line)
+        if len(t.time) != n or any(len(v) != n for v in t.cols.values()):
+            return False
+        for k, hi in bounds.items():
+            v = t.cols.get(k)
+            if v is not None and len(v) and (v.min() < 0 or v.max() >= hi):
+                return False
+    f = h.final
+    if len(f.line) and (f["start"].min() < 0 or f["stop"].max() > len(h.final_ids)):
+        return False
+    ids = h.final_ids
+    return not len(ids) or (ids.min() >= 0 and ids.max() < len(h.ids))

@@ -37,10 +37,13 @@ from pathlib import Path
 
 import msgspec
 
-from .columns import BLOCK, ColumnBuilder, Event, History, as_event, load_sidecar, save_sidecar
+from .columns import ColumnBuilder, Event, History, as_event, load_sidecar, save_sidecar
 
 logger = logging.getLogger(__name__)
 CHUNK_BYTES = 8 << 20
+# the writer adds events to its columns in blocks this small so that the pause it adds to the
+# caller's thread (the driver's event loop) stays around a millisecond
+WRITER_BLOCK = 1024
 
 
 class HistoryError(ValueError):
@@ -80,7 +83,7 @@ class HistoryWriter:
                 self._kept.append(event)
             if self._columns is not None:
                 self._pending.append(as_event(event))
-                if len(self._pending) >= BLOCK:
+                if len(self._pending) >= WRITER_BLOCK:
                     self._flush_columns()
 
     def _flush_columns(self) -> None:

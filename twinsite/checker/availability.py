@@ -36,9 +36,11 @@ def unavailable_by_group(a: Analysis, group: np.ndarray, n_groups: int) -> np.nd
         opening[inv_rows[group_starts(np.cumsum(boundary)[inv_rows])]] = True
     setters = np.flatnonzero(ok | opening)     # the events that set the span's start
     ok_rows = np.flatnonzero(ok)
-    if len(ok_rows):
+    if len(ok_rows):  # ok rows ascend, so their groups come in runs: one reduceat per run
         prev = setters[np.searchsorted(setters, ok_rows) - 1]
-        np.maximum.at(out, g[ok_rows], t[ok_rows] - t[prev])
+        gk = g[ok_rows]
+        runs = np.flatnonzero(group_starts(gk))
+        out[gk[runs]] = np.maximum.reduceat(t[ok_rows] - t[prev], runs)
     if len(setters):                           # spans open at the end: closed at the last send
         gs = g[setters]
         last_setter = setters[np.r_[gs[1:] != gs[:-1], True]]
@@ -46,7 +48,8 @@ def unavailable_by_group(a: Analysis, group: np.ndarray, n_groups: int) -> np.nd
         end_time = np.full(n_groups, np.nan)
         end_time[g[group_end]] = t[group_end]
         still_open = last_setter[~closes[last_setter]]
-        np.maximum.at(out, g[still_open], end_time[g[still_open]] - t[still_open])
+        go = g[still_open]  # one per group
+        out[go] = np.maximum(out[go], end_time[go] - t[still_open])
     return out
 
 

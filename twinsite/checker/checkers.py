@@ -9,7 +9,8 @@ import numpy as np
 
 from ..columns import OTHER
 from ..history import leader_sites
-from .analysis import NONE, Analysis, first_names, names, sorted_str_names
+from .analysis import (NONE, Analysis, first_names, group_starts, names, segmented_accumulate,
+                       sorted_str_names)
 from .availability import op_room_of_sends, unavailable_by_group
 from .stats import percentile, stats
 
@@ -87,7 +88,6 @@ def durability(a: Analysis) -> dict:
 
 def _segmented_max(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Running max of `values` per run of equal `keys` (sorted by key; integer values)."""
-    from .analysis import group_starts, segmented_accumulate
     return segmented_accumulate(np.maximum, values, group_starts(keys))
 
 
@@ -100,7 +100,7 @@ def order(a: Analysis) -> dict:
     ev_pos = np.r_[ops.first_inv[op_ids], ops.first_ok[acked]]
     is_ack = np.r_[np.zeros(len(op_ids), dtype=bool), np.ones(len(acked), dtype=bool)]
     key = ops.room[ev_id] * (len(a.h.procs) + 1) + ops.proc[ev_id]
-    o = np.lexsort((ev_pos, key))
+    o = np.argsort(key * (len(a.sends.kind) + 1) + ev_pos, kind="stable")  # by key, then time
     ev_id, is_ack, key = ev_id[o], is_ack[o], key[o]
     pos = st.home_pos[ev_id]
     prefix = _segmented_max(np.where(is_ack, pos, NONE), key)
