@@ -86,7 +86,7 @@ class Messaging:
     stream_shards: int | None = None
     # One shard's sustained acked msgs/s, derated like the gateway's (bench/bench_shards.py). The
     # default is *this* lab machine's number; replace it with the bench run on your hardware.
-    stream_capacity_msgs_per_s: float = 1000.0
+    stream_capacity_msgs_per_s: float = 2500.0
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,10 @@ class BackgroundTraffic:
         if self.history is not None:
             self.history.fault(name, phase)
 
+    def mark_leaders(self, rooms: dict) -> None:
+        if self.history is not None:
+            self.history.leaders(rooms)
+
     def stop(self) -> None:
         """Stop sending, settle, read every room back, close the history. Idempotent."""
         if self._thread is None:

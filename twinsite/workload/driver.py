@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from ..history import HistoryWriter
+from ..shards import shard_of
 
 SUBSCRIBER_PROCESS_BASE = 1000
 SUSPECT_S = 2.0  # a site that just timed out / refused / 5xx'd is tried last for this long
@@ -49,6 +50,10 @@ class DriverConfig:
     subscriber_idle_s: float = 3.0    # silence on a subscribe stream that counts as a dead link
     body_bytes: int = 64
     run_id: str | None = None         # room/id prefix; random by default so runs never mix
+    # A room's home site is the one leading its shard (`twinsite.shards.room_home`), as a real
+    # client would be routed: {room index -> site} is computed from these; empty: round robin.
+    shards: int = 0
+    primaries: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not self.endpoints or not any(self.endpoints.values()):
@@ -196,7 +201,11 @@ class TrafficDriver:
                 "seq": None, "error": None}
 
     def _site_order(self, room_i: int) -> list[str]:
+        c = self.config
         home = room_i % len(self.sites)
+        if c.shards and c.primaries:
+            site = c.primaries[shard_of(self.rooms[room_i], c.shards) % len(c.primaries)]
+            home = self.sites.index(site) if site in self.sites else home
         return self.sites[home:] + self.sites[:home]
 
     def _url(self, site: str) -> str:
