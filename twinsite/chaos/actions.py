@@ -49,7 +49,7 @@ def _apply(fault: faults.Fault, configuration, secrets, driver=None) -> dict[str
 
 def _room_leaders(driver, topo, run) -> dict[str, str | None] | None:
     """room -> the site leading its shard now (just before a fault), for the leaders marker."""
-    rooms = run.rooms() if run is not None else []
+    rooms = run.room_names() if run is not None else []
     if not rooms:
         return None
     try:
@@ -112,7 +112,7 @@ def _stream_led_by(driver, site: str | None, run) -> str:
     topo = driver.topology()
     n = capacity.shard_count(topo)
     leaders = driver.shard_leaders() if site else {}
-    for room in (run.rooms() if run is not None else []):
+    for room in (run.room_names() if run is not None else []):
         name = shards.stream_of(room, n)
         if site is None or leaders.get(name) == site:
             return name

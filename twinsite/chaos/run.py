@@ -50,7 +50,7 @@ class Run:
             self._mark(e.marker, "stop")
         return [e.marker for e in ended]
 
-    def rooms(self) -> list[str]:
+    def room_names(self) -> list[str]:
         """The rooms the running traffic writes to (none before it started)."""
         driver = getattr(self.traffic, "driver", None)
         return list(getattr(driver, "rooms", None) or [])
