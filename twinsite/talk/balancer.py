@@ -24,6 +24,7 @@ from ..topology import Topology
 
 log = logging.getLogger("twinsite.talk.balancer")
 OTHERS_EVERY = 5  # ticks between looks at the shards another site prefers (tie-breaker rule)
+MOVES_PER_TICK = 8  # a returning site takes its shards back a few at a time: elections cost CPU
 
 
 def view_of(stream: str, info: dict, topo: Topology) -> shardmap.ShardView:
@@ -53,12 +54,14 @@ class Balancer:
         self.since: dict[str, float] = {}
         self.last_move: dict[str, float] = {}
         self.moves = 0
+        self._budget = MOVES_PER_TICK
 
     async def run(self) -> None:
         await asyncio.sleep(random.uniform(0, self.policy.interval_s))  # stagger the site's gateways
         tick = 0
         while not self.backend._closing:
             which = self.mine + (self.others if tick % OTHERS_EVERY == 0 else ())
+            self._budget = MOVES_PER_TICK
             try:
                 await asyncio.gather(*(self.check(i) for i in which))
             except Exception as e:  # noqa: BLE001 - never let balancing take the gateway down
@@ -83,8 +86,10 @@ class Balancer:
             self.since.pop(stream, None)
             return
         self.since.setdefault(stream, now)
-        if not self.policy.due(self.since[stream], self.last_move.get(stream), now):
+        if not self.policy.due(self.since[stream], self.last_move.get(stream), now) \
+                or self._budget <= 0:
             return
+        self._budget -= 1
         self.last_move[stream] = now
         self.since.pop(stream, None)
         body = json.dumps({"placement": {"preferred": target}}).encode()
