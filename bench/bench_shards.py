@@ -9,6 +9,10 @@ the link, sets the rate until the machine's CPU (2 cores, shared) stops it.
 
 The stack's capacity is this number derated by the gateway's rule (the HPA's 70 % target), on
 *this* machine; replace it with the same bench on your own hardware.
+
+Scaling (issue 13 item 6): acked msgs/s through one gateway and direct JetStream for 1, 2, 4 and 8
+shards (64 rooms, C=64, direct routes as bench_gateway): where the curve flattens is where this
+2-core machine (7 servers, the gateway and the load generator on it), not the design, stops it.
 """
 
 from __future__ import annotations
@@ -43,7 +47,65 @@ def measure(rounds: int = 3, seconds: float = 5.0, size: int = 200) -> dict[int,
     return out
 
 
+def scaling(levels=(1, 2, 4, 8), seconds: float = 5.0, concurrency: int = 64) -> dict:
+    import dataclasses
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    import uvloop
+
+    from twinsite import procs, topology
+    from twinsite.k8s.stackconf import PROJECT_FILE, stack_file
+    from twinsite.natscluster import LocalNatsCluster
+    from twinsite.talk.backend import Settings
+
+    from . import bench_gateway as bg
+
+    bg.SECONDS, bg.CONCURRENCY, bg.ROOMS = seconds, concurrency, 64
+    topo = topology.load_stack("lab")
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="bench-shards-") as d:
+        cluster = LocalNatsCluster(topo, Path(d) / "nats")
+        try:
+            cluster.start(timeout=60)
+            urls = cluster.client_urls("pangyo") + [u for u in cluster.client_urls()
+                                                    if u not in cluster.client_urls("pangyo")]
+            for n in levels:
+                t = dataclasses.replace(topo, stack=f"bench{n}", messaging=dataclasses.replace(
+                    topo.messaging, stream_shards=n))
+                sd = Path(d) / f"stack{n}"
+                sd.mkdir()
+                (sd / "Pulumi.yaml").write_text(PROJECT_FILE)
+                (sd / f"Pulumi.bench{n}.yaml").write_text(stack_file(t))
+                port = procs.free_port()
+                base = f"http://127.0.0.1:{port}"
+                gw = procs.spawn([sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site",
+                                  "pangyo", "--nats", ",".join(urls), "--listen",
+                                  f"127.0.0.1:{port}", "--stack", f"bench{n}"],
+                                 log=sd / "gateway.log", cwd=sd,
+                                 env={**os.environ, "PYTHONPATH": str(bench_lab.ROOT)})
+                try:
+                    procs.wait_until(lambda: bg._ready(base), 60, what="gateway ready")
+                    bg.SETTINGS = Settings.from_topology(t, "pangyo", ())
+                    tag = f"s{n}-{int(time.time())}"
+                    direct = uvloop.run(bg.bench_direct(urls, tag + "d"))[0] / seconds
+                    gateway = uvloop.run(bg.bench_gateway(base, tag + "g"))[0] / seconds
+                finally:
+                    procs.reap(gw)
+                out[n] = (gateway, direct)
+                print(f"  {n} shard(s): gateway {gateway:.0f}, direct {direct:.0f} acked msgs/s, "
+                      f"gateway/direct {gateway / direct if direct else float('nan'):.2f}",
+                      flush=True)
+        finally:
+            cluster.stop()
+    return out
+
+
 def main() -> None:
+    print("scaling over shards (C=64, 64 rooms, 200 B, direct routes, one gateway):")
+    scaling()
     rates = measure()
     for level, r in rates.items():
         print(f"  {level:4d} in flight: {', '.join(f'{x:.0f}' for x in r)} msgs/s "

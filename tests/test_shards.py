@@ -34,6 +34,18 @@ def test_lab_stack_runs_the_capacity_models_shard_count():
     p = capacity.plan(TOPO)
     assert p.shards == p.shards_needed == capacity.shard_count(TOPO)
     assert p.shards * TOPO.messaging.stream_capacity_msgs_per_s >= p.surge_peak_msgs_per_s
+    assert p.shards == 180  # ceil(450,000 / 2,500)
+    # the lab drills fewer on one machine, said so by the stack; render prints both
+    assert capacity.lab_shard_count(TOPO) == TOPO.messaging.lab_stream_shards == 8
+    text = capacity.explain(TOPO)
+    assert "ceil(450000/2500) = 180" in text and "lab: drills 8 shards" in text
+
+
+def test_a_stack_without_lab_shards_drills_what_it_deploys():
+    import dataclasses
+    t = dataclasses.replace(TOPO, messaging=dataclasses.replace(TOPO.messaging,
+                                                               lab_stream_shards=None))
+    assert capacity.lab_shard_count(t) == capacity.shard_count(t) == 180
 
 
 def view(leader, *reps):

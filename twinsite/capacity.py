@@ -93,6 +93,11 @@ def plan(topo: Topology) -> CapacityPlan:
                         needed, m.stream_shards is not None)
 
 
+def lab_shard_count(topo: Topology) -> int:
+    """The shards the local lab runs (`messaging.labStreamShards`, else the deployed count)."""
+    return topo.messaging.lab_stream_shards or shard_count(topo)
+
+
 def shard_count(topo: Topology) -> int:
     """The number of stream shards the deployment runs (`twinsite.shards` spreads rooms over them)."""
     return plan(topo).shards
@@ -125,4 +130,7 @@ def explain(topo: Topology) -> str:
         f"ceil({p.surge_peak_msgs_per_s:g}/{p.per_shard_msgs_per_s:g}) = {p.shards_needed} "
         f"(>= 1 per primary site); runs {p.shards} {how}; one site leading all {p.shards} -> "
         f"{p.engine_msgs_per_s:g} msgs/s, {ok}")
+    if topo.messaging.lab_stream_shards:
+        lines.append(f"  lab: drills {topo.messaging.lab_stream_shards} shards on one machine "
+                     f"(messaging.labStreamShards); deployments run {p.shards}")
     return "\n".join(lines)

@@ -87,6 +87,9 @@ class Messaging:
     # One shard's sustained acked msgs/s, derated like the gateway's (bench/bench_shards.py). The
     # default is *this* lab machine's number; replace it with the bench run on your hardware.
     stream_capacity_msgs_per_s: float = 2500.0
+    # What the local lab runs on one machine instead (None: the same as deployed). One 2-core box
+    # cannot drill the hundreds of Raft groups a national surge needs; the mechanism is the same.
+    lab_stream_shards: int | None = None
 
 
 @dataclass(frozen=True)
@@ -427,6 +430,7 @@ def _messaging(r: _Reader) -> Messaging:
         stream_shards=r.get(raw, "streamShards", p, "int", d.stream_shards, minimum=1),
         stream_capacity_msgs_per_s=float(r.get(raw, "streamCapacityMsgsPerS", p, "number",
                                                d.stream_capacity_msgs_per_s, minimum=1)),
+        lab_stream_shards=r.get(raw, "labStreamShards", p, "int", d.lab_stream_shards, minimum=1),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from twinsite import capacity, faults, shards
+from twinsite import faults, shards
 
 from .drivers import get_driver
 from .run import run_of
@@ -56,7 +56,9 @@ def _room_leaders(driver, topo, run) -> dict[str, str | None] | None:
         by_stream = driver.shard_leaders()
     except ActivityFailed:
         return None  # the marker is evidence, not a precondition of the fault
-    n = capacity.shard_count(topo)
+    n = len(by_stream)  # the shards the target runs (the lab may run fewer than deployed)
+    if not n:
+        return None
     return {room: by_stream.get(shards.stream_of(room, n)) for room in rooms}
 
 
@@ -68,13 +70,13 @@ def balance_leaders(timeout_s: float = 90.0, configuration: Configuration = None
     import time
     driver = get_driver(configuration, secrets)
     topo = driver.topology()
-    n = capacity.shard_count(topo)
-    want = {shards.stream_name(i): shards.preferred_site(i, topo) for i in range(n)}
     t0 = time.monotonic()
     while True:
         got = driver.shard_leaders()
+        n = len(got)  # the shards the target runs
+        want = {shards.stream_name(i): shards.preferred_site(i, topo) for i in range(n)}
         astray = sorted(name for name, site in want.items() if got.get(name) != site)
-        if not astray:
+        if n and not astray:
             break
         if time.monotonic() - t0 > float(timeout_s):
             shown = ", ".join(f"{a} led by {got.get(a) or 'nobody'}" for a in astray[:5])
@@ -109,10 +111,9 @@ def kill_leader_zone(site: str | None = None, stream: str | None = None, mode: s
 
 
 def _stream_led_by(driver, site: str | None, run) -> str:
-    topo = driver.topology()
-    n = capacity.shard_count(topo)
-    leaders = driver.shard_leaders() if site else {}
-    for room in (run.room_names() if run is not None else []):
+    leaders = driver.shard_leaders()
+    n = len(leaders)
+    for room in (run.room_names() if run is not None and n else []):
         name = shards.stream_of(room, n)
         if site is None or leaders.get(name) == site:
             return name

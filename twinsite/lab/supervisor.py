@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import faults, procs, shards
+from .. import capacity, faults, procs, shards
 from ..natscluster import HOST, NatsNode
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import model, state
@@ -155,7 +155,8 @@ class Supervisor:
         logdir = self.dir / "gateways"
         logdir.mkdir(parents=True, exist_ok=True)
         argv = ["serve", "--site", g.site, "--nats", ",".join(self.gateway_nats_urls(g)),
-                "--listen", f"{HOST}:{self.gw_port[g.name]}", "--stack", self.topo.stack]
+                "--listen", f"{HOST}:{self.gw_port[g.name]}", "--stack", self.topo.stack,
+                "--shards", str(capacity.lab_shard_count(self.topo))]
         self.gw_proc[g.name] = self.forker.spawn(argv, log=logdir / f"{g.name}.log")
 
     def start_gateways(self) -> None:
@@ -283,7 +284,7 @@ class Supervisor:
             if s is None:
                 return False  # no leader, or its leader does not report it as leading
             reps = (s.get("cluster") or {}).get("replicas", []) or []
-            want = s.get("config", {}).get("num_replicas", len(reps) + 1)
+            want = self.topo.messaging.stream_replicas  # every stream here (shards, probe) is R<n>
             if len(reps) < want - 1:
                 return False
             if not all(r.get("current") and not r.get("lag") for r in reps):
@@ -297,7 +298,7 @@ class Supervisor:
         for zone, n in self.cluster.nodes.items():
             if not n.running:
                 continue
-            for acc in n.monitor("/jsz?streams=true&config=true").get("account_details", []) or []:
+            for acc in n.monitor("/jsz?streams=true").get("account_details", []) or []:
                 for st in acc.get("stream_detail", []) or []:
                     views.setdefault(st["name"], None)
                     if (st.get("cluster") or {}).get("leader") == zone:
@@ -321,7 +322,9 @@ class Supervisor:
         return out
 
     async def wait_converged(self, timeout: float) -> None:
-        await asyncio.to_thread(procs.wait_until, self.converged, timeout, 0.1,
+        # 0.3 s: each check parses every server's /jsz (~0.5 MB with 180 shards) in this process,
+        # which also runs the fabric's relays
+        await asyncio.to_thread(procs.wait_until, self.converged, timeout, 0.3,
                                 "the cluster to converge (every replica current)")
 
     # --- start / stop ------------------------------------------------------------------------
