@@ -11,7 +11,6 @@ Event shapes (all `time` values are seconds since the run's start, from a monoto
 - deliveries seen by subscribers:
   {"process": int, "type": "ok", "f": "deliver", "room": str, "id": str, "seq": int, "time": float}
 - fault markers: {"type": "fault", "f": "start"|"stop", "name": str, "time": float}
-- leaders at a fault's start: {"type": "leaders", "rooms": {room: site | null}, "time": float}
 - the final read, one per room: {"type": "ok", "f": "final-read", "room": str, "ids": [...], "time": float}
   (a room that could not be read back before the timeout gets
   {"type": "fail", "f": "final-read", "room": str, "error": str, "time": float}: the checker then
@@ -71,10 +70,6 @@ class HistoryWriter:
         if phase not in ("start", "stop"):
             raise ValueError(f"fault phase must be 'start' or 'stop', got {phase!r}")
         self.write({"type": "fault", "f": phase, "name": str(name)})
-
-    def leaders(self, rooms: dict) -> None:
-        """Which site led each room's shard as a fault began (the checker splits stalls by it)."""
-        self.write({"type": "leaders", "rooms": {str(k): v for k, v in rooms.items()}})
 
     @property
     def closed(self) -> bool:
