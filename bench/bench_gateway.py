@@ -27,6 +27,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", 5))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 32))
 BODY = "x" * 200
 ROOMS = 8
+SETTINGS = None  # the gateway's Settings (shard count and subjects), set in main()
 
 
 async def _run_workers(worker, seconds: float) -> tuple[int, int, list[float]]:
@@ -114,8 +115,9 @@ async def bench_direct(urls: list[str], tag: str) -> tuple[int, int, list[float]
         async def pub(w: int, n: int):
             mid = f"{tag}-{w}-{n}"
             payload = f'{{"id":"{mid}","sender":"u{w}","body":"{BODY}","ts":{time.time()}}}'
-            ack = await js.publish(f"talk.room.bench{w % ROOMS}", payload.encode(),
-                                   headers={"Nats-Msg-Id": f"bench{w % ROOMS}:{mid}"})
+            room = f"bench{w % ROOMS}"  # the same room -> shard subject as the gateway's
+            ack = await js.publish(SETTINGS.subject(room), payload.encode(),
+                                   headers={"Nats-Msg-Id": f"{room}:{mid}"})
             if ack.duplicate:
                 raise RuntimeError("duplicate")
         return await _run_workers(pub, SECONDS)
@@ -142,7 +144,11 @@ def _ready(base: str) -> bool:
 
 
 def main() -> None:
+    global SETTINGS
+    from twinsite.talk.backend import Settings
+
     topo = topology.load_stack("lab")
+    SETTINGS = Settings.from_topology(topo, "pangyo", ())
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as d:
         cluster = LocalNatsCluster(topo, Path(d))
         gw = None

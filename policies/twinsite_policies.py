@@ -128,6 +128,9 @@ def site_capacity(args: StackValidationArgs, report: ReportViolation):
     primaries = sorted({label(r, SITE) for r in args.resources if label(r, ROLE) == "primary"} - {None})
     hpas = {label(r, SITE): r for r in of_kind(args.resources, "HorizontalPodAutoscaler")
             if label(r, NAME) == "talk-gateway"}
+    # The engine: when the other site is lost, this site leads every shard (one Raft group each).
+    messaging = {label(r, SITE): (r.props.get("data") or {}) for r in of_kind(args.resources,
+                 "ConfigMap") if "TWINSITE_STREAM_REPLICAS" in (r.props.get("data") or {})}
     for site in primaries:
         hpa = hpas.get(site)
         if hpa is None:
@@ -147,6 +150,20 @@ def site_capacity(args: StackValidationArgs, report: ReportViolation):
             report(f"site '{site}' tops out at {max_r} gateways x {per:g} = {max_r * per:g} msgs/s, "
                    f"below the surge peak {peak:g} msgs/s it must carry alone if the other site is "
                    f"lost; raise its maxGatewayReplicas to at least {need:g}.", hpa.urn)
+        engine = messaging.get(site) or {}
+        shards = number(engine.get("TWINSITE_STREAM_SHARDS"))
+        per_shard = number(config(args, "capacityMsgsPerShard",
+                                  engine.get("TWINSITE_STREAM_CAPACITY_MSGS_PER_S")))
+        if shards is None or per_shard is None:
+            report(f"site '{site}': no stream shard count or per-shard capacity in its messaging "
+                   f"settings, so the message engine's capacity is unknown.", None)
+        elif shards * per_shard < peak:
+            need = -(-peak // per_shard)
+            report(f"site '{site}': the message engine is short: leading all {shards:g} stream "
+                   f"shards x {per_shard:g} = {shards * per_shard:g} msgs/s is below the surge peak "
+                   f"{peak:g} msgs/s it must carry alone if the other site is lost; raise "
+                   f"messaging.streamShards to at least {need:g} (or leave it to the capacity "
+                   f"model).", None)
 
 
 def stream_replicas(args: ResourceValidationArgs, report: ReportViolation):
@@ -293,9 +310,11 @@ POLICIES = [
         description="Every workload (gateway, NATS, operations tooling) runs in every primary site."),
     StackValidationPolicy(
         name="site-capacity", enforcement_level=MANDATORY, validate=site_capacity,
-        description="Each primary site's maximum gateway capacity carries baseline x surge alone.",
+        description="Each primary site alone carries baseline x surge: its maximum gateways and "
+                    "the message engine's shards (led from that site once the other is lost).",
         config_schema=_schema(surgePeakMsgsPerS={"type": "number", "minimum": 0},
-                              capacityMsgsPerReplica={"type": "number", "minimum": 1})),
+                              capacityMsgsPerReplica={"type": "number", "minimum": 1},
+                              capacityMsgsPerShard={"type": "number", "minimum": 1})),
     ResourceValidationPolicy(
         name="stream-replicas", enforcement_level=MANDATORY, validate=stream_replicas,
         description="Streams have >= 3 replicas placed uniquely across sites.",

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from twinsite import procs, topology
+from twinsite import capacity, procs, topology
 from twinsite.natscluster import LocalNatsCluster
 
 ROOT = Path(__file__).resolve().parent.parent
+# gateways run the shard count the lab drills (the deployed count is the capacity model's)
+LAB_SHARDS = capacity.lab_shard_count(topology.load_stack("lab", root=ROOT))
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +83,7 @@ class GatewayStarter:
         log = self.log_dir / f"gateway-{site}-{port}.log"
         argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", site,
                 "--nats", ",".join(nats_urls), "--listen", f"127.0.0.1:{port}",
-                "--stack", "lab", *extra_args]
+                "--stack", "lab", "--shards", str(LAB_SHARDS), *extra_args]
         proc = procs.spawn(argv, log=log, cwd=ROOT)
         self.procs[base], self.logs[base] = proc, log
 

@@ -16,7 +16,7 @@ from twinsite.chaos.controls import traffic
 from twinsite.chaos.drivers import get_driver
 
 ACTIONS = {"kill_zone", "kill_leader_zone", "cut_power", "restore", "throttle_link",
-           "partition_link", "heal_links", "move_stream_leader"}
+           "partition_link", "heal_links", "move_stream_leader", "balance_leaders"}
 PROBES = {"lab_healthy", "verdict", "verdict_metric"}
 
 
@@ -184,3 +184,48 @@ def test_actions_record_markers_through_the_run_context(tmp_path):
     assert back["faults_ended"] == ["site-power:pangyo"]
     assert Traffic.marks == [("site-power:pangyo", "start"), ("site-power:pangyo", "stop")]
     assert run.active == ()
+
+
+def test_fault_start_records_which_site_led_each_room(tmp_path):
+    """The leaders marker precedes the fault's start marker and maps every room of the traffic to
+    the site leading its shard *before* the fault was applied."""
+    from types import SimpleNamespace
+
+    from twinsite import capacity, faults, shards
+    from twinsite.chaos.run import RUN_KEY, Run
+    from twinsite.topology import load_stack
+
+    topo = load_stack("lab")
+    n = capacity.shard_count(topo)
+    rooms = ["a-r0", "a-r1", "a-r2"]
+    marks = []
+
+    class Traffic:
+        driver = SimpleNamespace(rooms=rooms)
+
+        def mark_fault(self, name, phase):
+            marks.append(("fault", name, phase))
+
+        def mark_leaders(self, by_room):
+            marks.append(("leaders", by_room))
+
+    class Driver:
+        powered = True
+
+        def topology(self):
+            return topo
+
+        def shard_leaders(self):  # pangyo's shards lose their leader once the power is cut
+            return {shards.stream_name(i): shards.preferred_site(i, topo)
+                    if self.powered or shards.preferred_site(i, topo) != "pangyo" else None
+                    for i in range(n)}
+
+        def apply(self, effect):
+            self.powered = False
+            return {}
+
+    run = Run(run_dir=tmp_path, traffic=Traffic())
+    actions._apply(faults.SitePowerLoss("pangyo"), {RUN_KEY: run}, None, Driver())
+    want = {r: shards.preferred_site(shards.shard_of(r, n), topo) for r in rooms}
+    assert marks == [("leaders", want), ("fault", "site-power:pangyo", "start")]
+    assert None not in want.values()

@@ -52,10 +52,13 @@ def test_actions_check_names_against_the_lab(lab_dir):
 def test_move_stream_leader_between_sites(lab_dir):
     from twinsite.chaos.drivers import get_driver
     c = {"state_dir": str(lab_dir)}
-    for site in ("ansan", "pangyo", "pangyo"):  # the second pangyo: already there, a no-op
-        moved = actions.move_stream_leader(site, configuration=c)
-        assert moved["leader"].startswith(site + "-")
-        assert get_driver(c).stream_leader("TALK") == moved["leader"]
+    # TALK-00 prefers pangyo: moved to ansan, the gateways' balancer brings it home
+    moved = actions.move_stream_leader("ansan", "TALK-00", configuration=c)
+    assert moved["leader"].startswith("ansan-")
+    procs.wait_until(lambda: get_driver(c).stream_leader("TALK-00").startswith("pangyo-"), 30,
+                     what="the balancer to return TALK-00 to pangyo")
+    again = actions.move_stream_leader("pangyo", "TALK-00", configuration=c)  # already there
+    assert again["leader"] == get_driver(c).stream_leader("TALK-00")
 
 
 def test_chaos_run_zone_outage_passes_and_records_the_fault(lab_dir, tmp_path):

@@ -66,13 +66,14 @@ def test_traffic_control_rollbacks_and_method_that_ends_the_fault(path):
     assert [c["provider"]["module"] for c in controls] == ["twinsite.chaos.controls.traffic"]
     method = exp["method"]
     assert all(a["provider"]["module"] == "twinsite.chaos.actions" for a in method)
-    # set-up first: the stream leader goes where the fault will hit (the worst case), unless the
-    # fault takes every site (then every leader dies whatever the placement)
+    # set-up first: leadership balanced over both primary sites (shard i -> site i mod 2)
+    assert method[0]["provider"]["func"] == "balance_leaders"
     grid = fault_step(exp)["provider"].get("arguments", {}).get("site") == "all"
-    assert grid or method[0]["provider"]["func"] == "move_stream_leader"
     assert fault_step(exp)["pauses"]["after"] >= (5 if grid else 10)
-    # the method itself ends the fault, so the final read happens on a whole cluster
-    assert method[-1]["provider"]["func"] in ("restore", "heal_links")
+    # the method itself ends the fault, so the final read happens on a whole cluster (a check that
+    # leadership came back may follow: it changes nothing)
+    last = [a for a in method if a["provider"]["func"] != "balance_leaders"][-1]
+    assert last["provider"]["func"] in ("restore", "heal_links")
     rollback_funcs = {(r["provider"]["func"], r["provider"].get("arguments", {}).get("target"))
                       for r in exp["rollbacks"]}
     assert ("restore", "all") in rollback_funcs
@@ -89,8 +90,18 @@ def fault_step(exp):
 def test_surge_runs_at_the_new_year_factor():
     exp = load(ROOT / "experiments" / "surge-zone-loss.yaml")
     assert exp["controls"][0]["provider"]["arguments"]["rate_factor"] == 3
-    assert exp["method"][0]["provider"]["arguments"]["site"] == "ansan"
     assert fault_step(exp)["provider"]["func"] == "kill_leader_zone"
+    assert fault_step(exp)["provider"]["arguments"]["site"] == "ansan"
+
+
+@pytest.mark.parametrize("name", ["site-power-cut", "zone-outage"])
+def test_per_room_tolerances_split_by_leader_site(name):
+    exp = load(ROOT / "experiments" / f"{name}.yaml")
+    budgets = {p["provider"]["arguments"]["metric"]: p["tolerance"]["range"][1]
+               for p in exp["steady-state-hypothesis"]["probes"]
+               if "by_leader_site" in p["provider"].get("arguments", {}).get("metric", "")}
+    assert budgets == {"by_leader_site.ansan.room_unavailable_max_s": 1.0,
+                       "by_leader_site.pangyo.room_unavailable_max_s": 12.0}
 
 
 def test_site_power_cut_outlasts_its_budget():

@@ -38,20 +38,34 @@ def sandbox():
     return sandbox_testing.shared("lab")
 
 
+SHARDS = 2
+
+
 @pytest.fixture(scope="module")
 def talk_stream(nats_cluster):
-    """A TALK stream (R3, one replica per site) on a real local cluster of the lab topology."""
+    """The shard streams (R3, one replica per site) on a real local cluster of the lab topology,
+    each led by its preferred site (as the gateways' balancer would)."""
     import nats
+
+    from twinsite import shards
+    from twinsite.chaos.drivers.jetstream import move_leader
+    topo = topology.load_stack("lab")
 
     async def go():
         nc = await nats.connect(nats_cluster.client_urls())
         js = nc.jetstream()
-        try:
-            await js.stream_info("TALK")
-        except Exception:  # noqa: BLE001 - not there yet
-            await js.add_stream(name="TALK", subjects=["talk.room.>"], num_replicas=3)
+        for i in range(SHARDS):
+            name = shards.stream_name(i)
+            try:
+                await js.stream_info(name)
+            except Exception:  # noqa: BLE001 - not there yet
+                await js.add_stream(name=name, subjects=[f"k8s-test.{i}.>"], num_replicas=3)
         await nc.close()
     asyncio.run(go())
+    for i in range(SHARDS):
+        site = shards.preferred_site(i, topo)
+        move_leader(nats_cluster.client_urls(), shards.stream_name(i),
+                    list(topo.site(site).zone_names), timeout=30)
     return nats_cluster
 
 
@@ -59,6 +73,7 @@ def talk_stream(nats_cluster):
 def stack_file(sandbox, talk_stream, tmp_path_factory):
     """The lab stack with the addresses a link fault needs (per-site CIDRs) and a natsUrl."""
     raw = yaml.safe_load((ROOT / "Pulumi.lab.yaml").read_text())
+    raw["config"].setdefault("twinsite:messaging", {})["streamShards"] = SHARDS
     sites = raw["config"]["twinsite:sites"]
     for i, s in enumerate(sites):
         s["externalCidrs"] = [f"10.{i + 1}.0.0/16"]
@@ -260,7 +275,7 @@ def test_experiment_method_and_rollbacks_on_the_clusters(path, deployed, sandbox
 def test_fault_values_cover_every_experiment_fault():
     """Every fault an experiment injects is one of twinsite.faults' kinds (one vocabulary)."""
     kinds = {"kill_zone", "kill_leader_zone", "cut_power", "partition_link", "throttle_link",
-             "restore", "heal_links", "move_stream_leader"}
+             "restore", "heal_links", "move_stream_leader", "balance_leaders"}
     for path in EXPERIMENTS:
         exp = yaml.safe_load(path.read_text())
         for step in exp["method"] + exp["rollbacks"]:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from twinsite import lab as labapi
-from twinsite import procs
+from twinsite import capacity, procs, shards, topology
 from twinsite.faults import (Heal, LinkPartition, LinkShape, Restore, SitePowerLoss,
                              ZoneOutage)
 from twinsite.lab import LabClient, LabError, state
@@ -118,6 +118,25 @@ def test_status_describes_the_topology(lab, lab_dir):
     assert r.returncode == 0 and json.loads(r.stdout)["client_endpoints"] == st["client_endpoints"]
     r = cli("up", state_dir=lab_dir)
     assert r.returncode == 0 and "already up" in r.stdout and "gw-pangyo-a" in r.stdout
+
+
+def test_status_shows_every_shards_leader_split_over_the_primary_sites(lab, lab_dir):
+    """The gateways' balancer leads shard i from primary site i mod 2; status shows it, none in the
+    witness."""
+    topo = topology.load_stack("lab")
+    n = capacity.lab_shard_count(topo)
+
+    def balanced() -> bool:
+        sh = lab.status(shards=True)["shards"]
+        return len(sh) == n and all(s["site"] == s["preferred"] for s in sh.values())
+    procs.wait_until(balanced, 60, interval=0.5, what="every shard led by its preferred site")
+    sh = lab.status(shards=True)["shards"]
+    assert sorted(sh) == [shards.stream_name(i) for i in range(n)]
+    assert {s["site"] for s in sh.values()} == {"pangyo", "ansan"}
+    out = cli("status", state_dir=lab_dir).stdout
+    assert f"shards: {n}; leaders ansan {n // 2}, pangyo {n // 2}" in out
+    doc = json.loads(cli("status", "--json", state_dir=lab_dir).stdout)
+    assert doc["shards"]["TALK-01"]["site"] == "ansan"
 
 
 @pytest.mark.parametrize("args", [
@@ -229,8 +248,10 @@ def test_power_cut_times_out_clients_and_the_other_site_takes_over(lab):
     st = lab.status()
     assert all(n["state"] == "up" and procs.pid_alive(n["pid"]) for n in st["nodes"])
     assert all(ln["state"] == "ok" for ln in st["links"])
-    # the restored replicas caught up: every node holds the TALK stream to the same last seq
-    seqs = {n["zone"]: (stream_state(n["monitor_url"], "TALK") or {}).get("state", {})
+    # the restored replicas caught up: the shard of the room written to is held by 3 nodes (one
+    # per site) to the same last seq
+    shard = shards.stream_of("lab-test", capacity.lab_shard_count(topology.load_stack("lab")))
+    seqs = {n["zone"]: (stream_state(n["monitor_url"], shard) or {}).get("state", {})
             .get("last_seq") for n in nodes(st, "nats")}
     holders = {z: s for z, s in seqs.items() if s is not None}
     assert len(holders) == 3 and len(set(holders.values())) == 1, seqs
@@ -335,3 +356,4 @@ def test_cli_up_over_stale_state_then_down_leaves_nothing(tmp_path):
         assert r.returncode == 2 and "no lab is running" in r.stderr
     finally:
         labapi.down(str(d))
+

@@ -50,6 +50,8 @@ EXPECTED = {
     "two-sites": ({"tiebreaker-quorum", "stream-replicas"}, "tie-breaker site"),
     "replicas-1": ({"stream-replicas"}, "streamReplicas >= 3"),
     "undersized-site": ({"site-capacity"}, "maxGatewayReplicas to at least 225"),
+    "undersized-engine": ({"site-capacity"}, "the message engine is short: leading all 8 stream "
+                                             "shards x 2500 = 20000 msgs/s"),
     "default-fsync": ({"nats-fsync-always"}, "fsync: always"),
     "one-site-tool": ({"every-workload-in-every-site"}, "'failover-console' runs only in pangyo"),
 }

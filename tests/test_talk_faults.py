@@ -11,11 +11,11 @@ import uuid
 
 import httpx
 
-from twinsite import procs
-from conftest import site_first_urls
+from twinsite import procs, shards
+from conftest import LAB_SHARDS, site_first_urls
 
 
-def stream_leader(cluster, stream: str = "TALK") -> str | None:
+def stream_leader(cluster, stream: str) -> str | None:
     """The server (zone) name leading `stream`, asked of any running server's monitor."""
     for n in cluster.nodes.values():
         if not n.running:
@@ -110,15 +110,18 @@ def test_gateway_starts_before_jetstream(make_cluster, start_gateway, lab_topolo
 
 def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
     cluster = make_cluster(name="failover")
-    # Bring the stream up through a first gateway, then learn where its leader lives.
-    probe = start_gateway("pangyo", cluster=cluster)
-    procs.wait_until(lambda: stream_leader(cluster) is not None, 30, what="a TALK stream leader")
-    leader = stream_leader(cluster)
-    leader_site = cluster.topo.site_of(leader)
-    writer_site = "ansan" if leader_site == "pangyo" else "pangyo"
-    base = start_gateway(writer_site, cluster=cluster) if writer_site != "pangyo" else probe
-
     room = "fo-" + uuid.uuid4().hex[:8]
+    stream = shards.stream_of(room, LAB_SHARDS)
+    # A gateway in each primary site: their balancer puts the room's shard leader in the site the
+    # shard prefers; that site is the one to lose, the writes go through the other.
+    gateways = {site: start_gateway(site, cluster=cluster) for site in ("pangyo", "ansan")}
+    leader_site = shards.preferred_site(shards.shard_index(stream), cluster.topo)
+    procs.wait_until(lambda: (stream_leader(cluster, stream) or "").startswith(leader_site), 60,
+                     what=f"the {stream} leader in {leader_site} (the gateways' balancer)")
+    leader = stream_leader(cluster, stream)
+    writer_site = "ansan" if leader_site == "pangyo" else "pangyo"
+    base = gateways[writer_site]
+
     acked: dict[str, int] = {}
     ack_times: list[float] = []
     delivered: list[tuple[int, str]] = []  # (seq, id) seen by a live subscriber across the fault
@@ -175,7 +178,7 @@ def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
         print(f"\nleader {leader} ({leader_site}) killed; writes via {writer_site}: "
               f"stall {stall:.2f}s (first ack {first_after - t_kill:.2f}s after the kill), "
               f"{len(acked)} acked")
-        new_leader = stream_leader(cluster)
+        new_leader = stream_leader(cluster, stream)
         assert new_leader and cluster.topo.site_of(new_leader) != leader_site
 
         got = read_room(c, room, limit=1000)
@@ -202,7 +205,7 @@ def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
 def test_many_gateways_create_one_stream_one_replica_per_site(make_cluster, start_gateway):
     cluster = make_cluster(name="race")
     bases = [start_gateway(site, cluster=cluster, wait_ready=False)
-             for site in ("pangyo", "ansan", "pangyo", "ansan")]  # all racing to create TALK
+             for site in ("pangyo", "ansan", "pangyo", "ansan")]  # all racing to create the shards
     with httpx.Client(timeout=10) as c:
         for b in bases:
             procs.wait_until(lambda b=b: status(c, b + "/readyz") == 200, 60, what=f"{b} ready")
@@ -213,8 +216,13 @@ def test_many_gateways_create_one_stream_one_replica_per_site(make_cluster, star
     for n in cluster.nodes.values():
         jsz = n.monitor("/jsz?accounts=true&streams=true&config=true")
         for acc in jsz.get("account_details") or []:
-            details += [st for st in acc.get("stream_detail") or [] if st["name"] == "TALK"]
-    assert details, "no TALK stream"
+            details += [st for st in acc.get("stream_detail") or []
+                        if st["name"] == shards.stream_of("race", LAB_SHARDS)]
+    names = {st["name"] for n in cluster.nodes.values() for acc in n.monitor(
+        "/jsz?accounts=true&streams=true").get("account_details") or []
+        for st in acc.get("stream_detail") or []}
+    assert names == {shards.stream_name(i) for i in range(LAB_SHARDS)}, names  # each exactly once
+    assert details, "no stream for the room"
     st = details[0]
     assert st["config"]["num_replicas"] == 3 and st["config"]["allow_direct"] is True
     # each member reports the *other* peers as replicas: the union is the peer group

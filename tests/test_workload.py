@@ -182,9 +182,11 @@ def test_background_traffic_bridges_a_killed_gateway(two_sites, start_gateway, t
 
 
 def test_killing_the_stream_leader_zone_loses_nothing(make_cluster, start_gateway, tmp_path):
-    """kill -9 of the nats-server leading the TALK stream: writes stall for the election, the driver
+    """kill -9 of the nats-server leading a room's shard: writes stall for the election, the driver
     retries the same ids across sites, and every acknowledged message is in the final read."""
+    from conftest import LAB_SHARDS
     from test_talk_faults import stream_leader
+    from twinsite import shards
     cluster = make_cluster(name="leader")
     eps = {"pangyo": [start_gateway("pangyo", cluster=cluster)],
            "ansan": [start_gateway("ansan", cluster=cluster)]}
@@ -192,9 +194,10 @@ def test_killing_the_stream_leader_zone_loses_nothing(make_cluster, start_gatewa
     bg = BackgroundTraffic(cfg, tmp_path / "h.jsonl")
     bg.start()
     try:
-        procs.wait_until(lambda: _acked(bg) >= 20 and stream_leader(cluster), 30,
-                         what="traffic flowing and a TALK stream leader")
-        leader = stream_leader(cluster)
+        stream = shards.stream_of(bg.driver.rooms[0], LAB_SHARDS)
+        procs.wait_until(lambda: _acked(bg) >= 20 and stream_leader(cluster, stream), 30,
+                         what=f"traffic flowing and a {stream} leader")
+        leader = stream_leader(cluster, stream)
         bg.mark_fault(f"zone-kill:{leader}", "start")
         cluster.kill_node(leader)
         n = _acked(bg)

@@ -1,10 +1,16 @@
-"""Capacity model (pure): how many gateway replicas each primary site runs.
+"""Capacity model (pure): how many gateway replicas each primary site runs, and how many stream
+shards the message engine needs.
 
 The lesson of a data center lost to fire is N+1 at the *site* level: either primary site alone must
 carry the surge peak (baseline x surge), because the day a site burns may be the day of the final.
 So every primary site's HPA may grow to the whole surge on its own (max), while in normal times
 it runs only its share of the baseline (min). The per-replica capacity is a measured number
 (`twinsite:gateway.capacityMsgsPerS`), not a guess; see README "Capacity model".
+
+The engine is counted the same way: one R3 stream with fsync before ack is one Raft group, bounded
+by its leader (`twinsite:messaging.streamCapacityMsgsPerS`, measured by bench/bench_shards.py). When
+a site burns, the other leads every shard, so the shards together must carry the surge peak:
+shards = ceil(surge / per-shard capacity), at least one per primary site (each leads one).
 """
 
 from __future__ import annotations
@@ -34,6 +40,19 @@ class CapacityPlan:
     surge_peak_msgs_per_s: float
     new_year_peak_msgs_per_s: float
     sites: tuple[SitePlan, ...]
+    per_shard_msgs_per_s: float = 0.0
+    shards: int = 1          # the streams the stack runs (declared, else shards_needed)
+    shards_needed: int = 1   # ceil(surge / per-shard), >= one per primary site
+    shards_declared: bool = False
+
+    @property
+    def engine_msgs_per_s(self) -> float:
+        """What the message engine carries when one site leads every shard (the other burnt)."""
+        return self.shards * self.per_shard_msgs_per_s
+
+    def engine_shortfall(self) -> float:
+        """msgs/s the shards lack to carry the surge peak from one site (0 when they do)."""
+        return max(0.0, self.surge_peak_msgs_per_s - self.engine_msgs_per_s)
 
     def site(self, name: str) -> SitePlan:
         for s in self.sites:
@@ -67,8 +86,21 @@ def plan(topo: Topology) -> CapacityPlan:
         min_replicas = min(max(baseline_share, floor), max_replicas)
         sites.append(SitePlan(s.name, s.gateway_zones, min_replicas, max_replicas,
                               capped=s.max_gateway_replicas is not None))
+    m = topo.messaging
+    needed = max(replicas_for(surge, m.stream_capacity_msgs_per_s), len(primaries))
     return CapacityPlan(c, t.baseline_msgs_per_s, surge, t.baseline_msgs_per_s * t.new_year_factor,
-                        tuple(sites))
+                        tuple(sites), m.stream_capacity_msgs_per_s, m.stream_shards or needed,
+                        needed, m.stream_shards is not None)
+
+
+def lab_shard_count(topo: Topology) -> int:
+    """The shards the local lab runs (`messaging.labStreamShards`, else the deployed count)."""
+    return topo.messaging.lab_stream_shards or shard_count(topo)
+
+
+def shard_count(topo: Topology) -> int:
+    """The number of stream shards the deployment runs (`twinsite.shards` spreads rooms over them)."""
+    return plan(topo).shards
 
 
 def explain(topo: Topology) -> str:
@@ -90,4 +122,15 @@ def explain(topo: Topology) -> str:
             f"  {s.site}: min {s.min_replicas} = ceil({p.baseline_msgs_per_s:g}/{n}/"
             f"{p.per_replica_msgs_per_s:g}) (>= 1 per gateway zone), max {s.max_replicas} = {how} "
             f"-> {cap:g} msgs/s, {ok}")
+    how = "declared (messaging.streamShards)" if p.shards_declared else "from the model"
+    ok = "carries the surge from either site" if not p.engine_shortfall() else \
+        f"SHORT by {p.engine_shortfall():g} msgs/s (needs {p.shards_needed} shards)"
+    lines.append(
+        f"  engine: per-shard capacity {p.per_shard_msgs_per_s:g} msgs/s; shards needed "
+        f"ceil({p.surge_peak_msgs_per_s:g}/{p.per_shard_msgs_per_s:g}) = {p.shards_needed} "
+        f"(>= 1 per primary site); runs {p.shards} {how}; one site leading all {p.shards} -> "
+        f"{p.engine_msgs_per_s:g} msgs/s, {ok}")
+    if topo.messaging.lab_stream_shards:
+        lines.append(f"  lab: drills {topo.messaging.lab_stream_shards} shards on one machine "
+                     f"(messaging.labStreamShards); deployments run {p.shards}")
     return "\n".join(lines)

@@ -82,6 +82,14 @@ class Messaging:
     ping_max: int = 3
     duplicate_window_s: float = 120.0
     max_body_bytes: int = 65536
+    # Rooms are spread over this many streams (`twinsite.shards`); None: the capacity model's count.
+    stream_shards: int | None = None
+    # One shard's sustained acked msgs/s, derated like the gateway's (bench/bench_shards.py). The
+    # default is *this* lab machine's number; replace it with the bench run on your hardware.
+    stream_capacity_msgs_per_s: float = 2500.0
+    # What the local lab runs on one machine instead (None: the same as deployed). One 2-core box
+    # cannot drill the hundreds of Raft groups a national surge needs; the mechanism is the same.
+    lab_stream_shards: int | None = None
 
 
 @dataclass(frozen=True)
@@ -423,6 +431,10 @@ def _messaging(r: _Reader) -> Messaging:
         duplicate_window_s=float(r.get(raw, "duplicateWindowS", p, "number", d.duplicate_window_s,
                                        minimum=1)),
         max_body_bytes=r.get(raw, "maxBodyBytes", p, "int", d.max_body_bytes, minimum=1),
+        stream_shards=r.get(raw, "streamShards", p, "int", d.stream_shards, minimum=1),
+        stream_capacity_msgs_per_s=float(r.get(raw, "streamCapacityMsgsPerS", p, "number",
+                                               d.stream_capacity_msgs_per_s, minimum=1)),
+        lab_stream_shards=r.get(raw, "labStreamShards", p, "int", d.lab_stream_shards, minimum=1),
     )
 
 

@@ -14,13 +14,13 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from twinsite import faults
+from twinsite import faults, shards
 
 from .drivers import config_value, get_driver
 from .run import run_of
 
 __all__ = ["kill_zone", "kill_leader_zone", "cut_power", "restore", "throttle_link",
-           "partition_link", "heal_links", "move_stream_leader"]
+           "partition_link", "heal_links", "move_stream_leader", "balance_leaders"]
 
 
 def _build(cls, **kwargs) -> faults.Fault:
@@ -50,10 +50,55 @@ def _apply(fault: faults.Fault, configuration, secrets, driver=None) -> dict[str
         plan = driver.plan(effect) if hasattr(driver, "plan") else ()
         return {"fault": faults.to_dict(fault), "effect": effect.summary(), "dry_run": True,
                 "plan": [op.describe() for op in plan]}
+    leaders = _room_leaders(driver, topo, run) if effect.marker else None
     done = driver.apply(effect)
-    ended = run.record(effect) if run is not None else []
+    ended = run.record(effect, leaders) if run is not None else []
     return {"fault": faults.to_dict(fault), "effect": effect.summary(), "done": done,
             "faults_ended": ended}
+
+
+def _room_leaders(driver, topo, run) -> dict[str, str | None] | None:
+    """room -> the site leading its shard now (just before a fault), for the leaders marker."""
+    rooms = run.room_names() if run is not None else []
+    if not rooms:
+        return None
+    try:
+        by_stream = driver.shard_leaders()
+    except ActivityFailed:
+        return None  # the marker is evidence, not a precondition of the fault
+    n = len(by_stream)  # the shards the target runs (the lab may run fewer than deployed)
+    if not n:
+        return None
+    return {room: by_stream.get(shards.stream_of(room, n)) for room in rooms}
+
+
+def balance_leaders(timeout_s: float = 90.0, configuration: Configuration = None,
+                    secrets: Secrets = None) -> dict[str, Any]:
+    """Set-up, not a fault: wait until every shard is led by the primary site it prefers (the
+    gateways' balancer puts them there; this only waits and checks), so a fault that follows
+    hits balanced leadership. Returns the placement: shards led per site."""
+    import time
+    if dry_run(configuration):
+        return {"dry_run": True, "plan": ["wait until every shard is led by its preferred site"]}
+    driver = get_driver(configuration, secrets)
+    topo = driver.topology()
+    t0 = time.monotonic()
+    while True:
+        got = driver.shard_leaders()
+        n = len(got)  # the shards the target runs
+        want = {shards.stream_name(i): shards.preferred_site(i, topo) for i in range(n)}
+        astray = sorted(name for name, site in want.items() if got.get(name) != site)
+        if n and not astray:
+            break
+        if time.monotonic() - t0 > float(timeout_s):
+            shown = ", ".join(f"{a} led by {got.get(a) or 'nobody'}" for a in astray[:5])
+            raise ActivityFailed(f"leadership not balanced after {timeout_s:g}s: {len(astray)} of "
+                                 f"{n} shards away from their preferred site ({shown})")
+        time.sleep(0.5)
+    placement: dict[str, int] = {}
+    for site in got.values():
+        placement[site] = placement.get(site, 0) + 1
+    return {"shards": n, "placement": placement, "waited_s": round(time.monotonic() - t0, 1)}
 
 
 def kill_zone(zone: str, mode: str = "power", configuration: Configuration = None,
@@ -63,18 +108,36 @@ def kill_zone(zone: str, mode: str = "power", configuration: Configuration = Non
     return _apply(_build(faults.ZoneOutage, zone=zone, mode=mode), configuration, secrets)
 
 
-def kill_leader_zone(stream: str = "TALK", mode: str = "power",
+def kill_leader_zone(site: str | None = None, stream: str | None = None, mode: str = "power",
                      configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
-    """The zone whose server leads `stream` loses power (or crashes): the fault that forces a Raft
-    election. Ended by `restore(zone)` or `restore(site)`."""
+    """The zone whose server leads a shard loses power (or crashes): the fault that forces a Raft
+    election. The shard is `stream`, else the shard of the first room of the running traffic that
+    `site` leads (so the fault surely hits rooms the drill writes to), else shard 0. Ended by
+    `restore(zone)` or `restore(site)`."""
     fault_mode = _build(faults.ZoneOutage, zone="?", mode=mode).mode  # a bad mode fails first
     driver = get_driver(configuration, secrets)
+    stream = stream or _stream_led_by(driver, site, run_of(configuration))
     zone = driver.stream_leader(stream)
     return {**_apply(faults.ZoneOutage(zone, fault_mode), configuration, secrets, driver),
             "stream": stream}
 
 
-def move_stream_leader(site: str, stream: str = "TALK", configuration: Configuration = None,
+def _stream_led_by(driver, site: str | None, run) -> str:
+    leaders = driver.shard_leaders()
+    n = len(leaders)
+    for room in (run.room_names() if run is not None and n else []):
+        name = shards.stream_of(room, n)
+        if site is None or leaders.get(name) == site:
+            return name
+    for name, led in sorted(leaders.items()):
+        if led == site:
+            return name
+    if site:
+        raise ActivityFailed(f"no shard is led by {site} now")
+    return shards.stream_name(0)
+
+
+def move_stream_leader(site: str, stream: str = "TALK-00", configuration: Configuration = None,
                        secrets: Secrets = None) -> dict[str, Any]:
     """Set-up, not a fault: make `site`'s replica lead `stream`, so the fault that follows hits
     the leader (the worst case) whatever the placement happened to be."""

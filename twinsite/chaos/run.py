@@ -36,15 +36,24 @@ class Run:
     def history_path(self) -> Path:
         return self.run_dir / HISTORY
 
-    def record(self, effect: faults.Effect) -> list[str]:
-        """Book an effect: a fault that starts gets a start marker, the faults a restore or heal
-        ends get their stop markers. Returns the markers of the faults that ended."""
+    def record(self, effect: faults.Effect, leaders: Mapping[str, str | None] | None = None
+               ) -> list[str]:
+        """Book an effect: a fault that starts gets a start marker (after the leaders marker: which
+        site led each room's shard just before it), the faults a restore or heal ends get their
+        stop markers. Returns the markers of the faults that ended."""
         self.active, ended = faults.settle(self.active, effect)
         if effect.marker:
+            if leaders is not None and self.traffic is not None and not self.stopped:
+                self.traffic.mark_leaders(dict(leaders))
             self._mark(effect.marker, "start")
         for e in ended:
             self._mark(e.marker, "stop")
         return [e.marker for e in ended]
+
+    def room_names(self) -> list[str]:
+        """The rooms the running traffic writes to (none before it started)."""
+        driver = getattr(self.traffic, "driver", None)
+        return list(getattr(driver, "rooms", None) or [])
 
     def _mark(self, name: str, phase: str) -> None:
         if self.traffic is not None and not self.stopped:

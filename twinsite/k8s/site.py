@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from .. import capacity
 from ..topology import Site, Topology
 from . import common as c
 from .stackconf import PROJECT_FILE, stack_file
@@ -100,6 +101,9 @@ class SiteCluster(pulumi.ComponentResource):
                 "TWINSITE_PING_MAX": str(m.ping_max),
                 "TWINSITE_DUPLICATE_WINDOW_S": f"{m.duplicate_window_s:g}",
                 "TWINSITE_MAX_BODY_BYTES": str(m.max_body_bytes),
+                # the engine's side of the capacity model (the site-capacity policy reads these)
+                "TWINSITE_STREAM_SHARDS": str(capacity.shard_count(topo)),
+                "TWINSITE_STREAM_CAPACITY_MSGS_PER_S": f"{m.stream_capacity_msgs_per_s:g}",
             },
             opts=c.child(self, self.provider, depends_on=[ns]))
         # The stack file the gateway pods load (`talk serve --stack`), from the same model.

@@ -76,7 +76,26 @@ def print_status(st: dict) -> None:
     for ln in odd:
         print(f"    {ln['a']} <-> {ln['b']}: {ln['state']} latency {ln['latency_ms']} ms, "
               f"bandwidth {ln['bandwidth_kbit'] or 'unlimited'} kbit/s")
+    print_shards(st.get("shards"))
     print_endpoints(st)
+
+
+def print_shards(shards: dict | None) -> None:
+    """One line per leader site (how many shards it leads), then the shards led elsewhere than
+    they prefer (an election, a site down, a return still under way)."""
+    if not shards:
+        return
+    by_site: dict[str, list[str]] = {}
+    for name, sh in shards.items():
+        by_site.setdefault(sh["site"] or "no leader", []).append(name)
+    print(f"  shards: {len(shards)}; leaders " + ", ".join(
+        f"{site} {len(names)}" for site, names in sorted(by_site.items())))
+    for site, names in sorted(by_site.items()):
+        print(f"    {site}: {' '.join(names)}")
+    astray = [f"{n} (prefers {sh['preferred']}, led by {sh['site'] or 'nobody'})"
+              for n, sh in shards.items() if sh["site"] != sh["preferred"]]
+    if astray:
+        print(f"  led away from their preferred site: {', '.join(astray)}")
 
 
 def print_endpoints(st: dict) -> None:
@@ -118,7 +137,7 @@ def _run(args) -> int:
         fault = cls(**{name: getattr(args, name) for name, _, _ in faults.fields_of(cls)})
     lab = client.LabClient(d)
     if args.cmd == "status":
-        st = lab.status()
+        st = lab.status(shards=True)
         if args.json:
             print(json.dumps(st, indent=1))
         else:

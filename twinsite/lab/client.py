@@ -55,8 +55,9 @@ class LabClient:
     def _op(self, op: str, timeout: float = 30.0, **args) -> dict:
         return _call(self.api, "POST", f"/op/{op}", args, timeout=timeout)
 
-    def status(self) -> dict:
-        return _call(self.api, "GET", "/status")
+    def status(self, shards: bool = False) -> dict:
+        """The lab's status; with `shards`, also each shard stream's leader and its site."""
+        return _call(self.api, "GET", "/status?shards=1" if shards else "/status")
 
     def is_up(self) -> bool:
         try:

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import faults, procs
+from .. import capacity, faults, procs, shards
 from ..natscluster import HOST, NatsNode
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import model, state
@@ -156,7 +156,8 @@ class Supervisor:
         logdir = self.dir / "gateways"
         logdir.mkdir(parents=True, exist_ok=True)
         argv = ["serve", "--site", g.site, "--nats", ",".join(self.gateway_nats_urls(g)),
-                "--listen", f"{HOST}:{self.gw_port[g.name]}", "--stack", self.topo.stack]
+                "--listen", f"{HOST}:{self.gw_port[g.name]}", "--stack", self.topo.stack,
+                "--shards", str(capacity.lab_shard_count(self.topo))]
         self.gw_proc[g.name] = self.forker.spawn(argv, log=logdir / f"{g.name}.log")
 
     def start_gateways(self) -> None:
@@ -280,28 +281,51 @@ class Supervisor:
         meta = nodes[leader].monitor("/jsz").get("meta_cluster", {})
         if not all(r.get("current") for r in meta.get("replicas", [])):
             return False
-        streams: dict[str, str] = {}
-        for n in nodes.values():
-            for acc in n.monitor("/jsz?streams=true").get("account_details", []) or []:
-                for s in acc.get("stream_detail", []) or []:
-                    streams[s["name"]] = (s.get("cluster") or {}).get("leader") or ""
-        for name, sleader in streams.items():
-            if sleader not in nodes:
+        for s in self.leader_views().values():
+            if s is None:
+                return False  # no leader, or its leader does not report it as leading
+            reps = (s.get("cluster") or {}).get("replicas", []) or []
+            want = self.topo.messaging.stream_replicas  # every stream here (shards, probe) is R<n>
+            if len(reps) < want - 1:
                 return False
-            for acc in nodes[sleader].monitor("/jsz?streams=true").get("account_details", []):
-                for s in acc.get("stream_detail", []) or []:
-                    if s["name"] != name:
-                        continue
-                    reps = (s.get("cluster") or {}).get("replicas", []) or []
-                    want = s.get("config", {}).get("num_replicas", len(reps) + 1)
-                    if len(reps) < want - 1:
-                        return False
-                    if not all(r.get("current") and not r.get("lag") for r in reps):
-                        return False
+            if not all(r.get("current") and not r.get("lag") for r in reps):
+                return False
         return self.gateways_ready()
 
+    def leader_views(self) -> dict[str, dict | None]:
+        """Every stream any running server hosts -> its detail as its leader reports it (None while
+        it has no leader that says so). One /jsz per server, whatever the number of shards."""
+        views: dict[str, dict | None] = {}
+        for zone, n in self.cluster.nodes.items():
+            if not n.running:
+                continue
+            for acc in n.monitor("/jsz?streams=true").get("account_details", []) or []:
+                for st in acc.get("stream_detail", []) or []:
+                    views.setdefault(st["name"], None)
+                    if (st.get("cluster") or {}).get("leader") == zone:
+                        views[st["name"]] = st
+        return views
+
+    def shard_leaders(self) -> dict[str, dict]:
+        """The shard streams' leaders: {stream: {"leader": zone, "site": site, "preferred": site}}."""
+        out = {}
+        try:
+            views = self.leader_views()
+        except OSError:
+            views = {}
+        for name, st in sorted(views.items()):
+            i = shards.shard_index(name)
+            if i is None:
+                continue
+            leader = (st.get("cluster") or {}).get("leader") if st else None
+            out[name] = {"leader": leader, "site": self.topo.site_of(leader) if leader else None,
+                         "preferred": shards.preferred_site(i, self.topo)}
+        return out
+
     async def wait_converged(self, timeout: float) -> None:
-        await asyncio.to_thread(procs.wait_until, self.converged, timeout, 0.1,
+        # 0.3 s: each check parses every server's /jsz (~0.5 MB with 180 shards) in this process,
+        # which also runs the fabric's relays
+        await asyncio.to_thread(procs.wait_until, self.converged, timeout, 0.3,
                                 "the cluster to converge (every replica current)")
 
     # --- start / stop ------------------------------------------------------------------------
@@ -547,6 +571,9 @@ class Supervisor:
             args = json.loads(raw) if raw.strip() else {}
             if method == "GET" and path == "/status":
                 code, body = 200, self.status()
+            elif method == "GET" and path == "/status?shards=1":
+                code, body = 200, {**self.status(),
+                                   "shards": await asyncio.to_thread(self.shard_leaders)}
             elif method == "POST" and path == "/shutdown":
                 code, body = 200, {"ok": True}
                 self.stopping.set()

@@ -1,7 +1,8 @@
-"""The NATS edge of the gateway: one connection, the TALK stream, publishes, consistent reads.
+"""The NATS edge of the gateway: one connection, the shard streams, publishes, consistent reads.
 
-One stream (`TALK`, subjects `talk.room.*`) holds every room; a room is one subject, `seq` is the
-stream sequence. Reads are "read-your-acknowledged-writes": the stream *leader* first says which
+Rooms are spread over `shards` streams (`TALK-00` ..., `twinsite.shards`: a stable hash of the room
+name); a room is one subject of its shard (`talk.room.07.<room>`), `seq` is that stream's sequence,
+so per room it keeps its meaning (increasing, gaps are other rooms of the shard). Reads are "read-your-acknowledged-writes": the stream *leader* first says which
 sequence is the room's last (STREAM.MSG.GET last_by_subj), then a batched direct get (served by any
 replica, cheap) fetches the page, and anything a lagging follower did not return is filled in from
 the leader. So a read never misses a message acknowledged before the read began.
@@ -24,6 +25,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from .. import capacity, shards as shardmap
 from ..topology import Messaging
 from . import model
 
@@ -46,7 +48,7 @@ _M = Messaging()  # the messaging defaults have one home: the topology model
 class Settings:
     site: str
     nats_urls: tuple[str, ...]
-    stream: str = "TALK"
+    shards: int = 1
     subject_prefix: str = "talk.room"
     replicas: int = _M.stream_replicas
     duplicate_window_s: float = _M.duplicate_window_s
@@ -58,18 +60,31 @@ class Settings:
     reconnect_wait_s: float = 0.25
     ready_cache_s: float = 0.5
     ready_timeout_s: float = 0.75
+    balancer: object = None  # a shards.BalancePolicy (+ topology) when this gateway balances leaders
+    topology: object = None
 
     @classmethod
     def from_topology(cls, topo, site: str, nats_urls, **overrides) -> "Settings":
         m = topo.messaging
         base = dict(site=site, nats_urls=tuple(nats_urls), replicas=m.stream_replicas,
                     duplicate_window_s=m.duplicate_window_s, max_body_bytes=m.max_body_bytes,
-                    ping_interval_s=m.ping_interval_s, ping_max=m.ping_max)
+                    ping_interval_s=m.ping_interval_s, ping_max=m.ping_max,
+                    shards=capacity.shard_count(topo), topology=topo,
+                    balancer=shardmap.BalancePolicy(site) if topo.site(site).is_primary else None)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
+    def shard(self, room: str) -> int:
+        return shardmap.shard_of(room, self.shards)
+
+    def stream(self, room: str) -> str:
+        return shardmap.stream_name(self.shard(room))
+
+    def streams(self) -> list[str]:
+        return [shardmap.stream_name(i) for i in range(self.shards)]
+
     def subject(self, room: str) -> str:
-        return f"{self.subject_prefix}.{room}"
+        return f"{self.subject_prefix}.{self.shard(room):02d}.{room}"
 
 
 @dataclass
@@ -94,6 +109,8 @@ class Backend:
     _ready_cache: tuple[float, bool, str] = (0.0, False, "starting")
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _closing: bool = False
+    _balancer: object = None
+    _ready_shard: int = 0  # the shard the readiness probe found writable last
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -124,13 +141,22 @@ class Backend:
                 except Exception:  # noqa: BLE001
                     pass
                 await asyncio.sleep(0.5)
-        while not self._closing and not self.stream_ready:
-            try:
-                await self.ensure_stream(info_timeout=s.ready_timeout_s)
-                self.stream_ready = True
-            except Exception as e:  # noqa: BLE001 - JetStream not ready yet (no meta leader)
-                log.info("stream %s not ready (%s); retrying", s.stream, e or type(e).__name__)
+        pending = s.streams()
+        while not self._closing and pending:
+            results = await asyncio.gather(
+                *(self.ensure_stream(name, info_timeout=s.ready_timeout_s) for name in pending),
+                return_exceptions=True)
+            failed = [n for n, r in zip(pending, results) if isinstance(r, BaseException)]
+            if failed:  # JetStream not ready yet (no meta leader, an election): retry those
+                log.info("streams %s not ready (%s); retrying", ",".join(failed),
+                         next(r for r in results if isinstance(r, BaseException)))
                 await asyncio.sleep(0.2)
+            pending = failed
+        self.stream_ready = not pending
+        if self.stream_ready and s.balancer is not None and s.topology is not None:
+            from .balancer import Balancer
+            self._balancer = Balancer(self, s.balancer, s.topology)
+            await self._balancer.run()
 
     async def _on_error(self, e) -> None:
         log.debug("nats error: %s", e)
@@ -161,29 +187,30 @@ class Backend:
 
     # --- stream ----------------------------------------------------------------------------------
 
-    def stream_config(self) -> StreamConfig:
+    def stream_config(self, name: str) -> StreamConfig:
         s = self.settings
         # Placement one replica per site comes from the servers' `unique_tag: "site:"`.
         return StreamConfig(
-            name=s.stream, subjects=[f"{s.subject_prefix}.*"], num_replicas=s.replicas,
+            name=name, subjects=[f"{s.subject_prefix}.{shardmap.shard_index(name):02d}.*"],
+            num_replicas=s.replicas,
             storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
             duplicate_window=s.duplicate_window_s, allow_direct=True,
             max_msg_size=s.max_body_bytes + 1024)
 
-    async def ensure_stream(self, info_timeout: float = 2.0) -> None:
+    async def ensure_stream(self, name: str, info_timeout: float = 2.0) -> None:
         """Create the stream if absent. Idempotent and safe when many gateways race.
 
         While another gateway's create is still electing the stream's leader, nobody answers
         STREAM.INFO: at start-up a short timeout and a quick retry beat one long wait."""
         nc = self._conn()
-        cfg = self.stream_config().as_dict()
-        resp = await self._api(f"STREAM.INFO.{self.settings.stream}", b"", timeout=info_timeout)
+        cfg = self.stream_config(name).as_dict()
+        resp = await self._api(f"STREAM.INFO.{name}", b"", timeout=info_timeout)
         err = resp.get("error")
         if not err:
             return
         if err.get("err_code") != ERR_STREAM_NOT_FOUND:
             raise Unavailable(err.get("description", "stream info failed"))
-        resp = json.loads((await nc.request(f"{API}.STREAM.CREATE.{self.settings.stream}",
+        resp = json.loads((await nc.request(f"{API}.STREAM.CREATE.{name}",
                                             json.dumps(cfg).encode(), timeout=5.0)).data)
         err = resp.get("error")
         if err and err.get("err_code") != ERR_STREAM_NAME_IN_USE:
@@ -221,7 +248,7 @@ class Backend:
             reply = await nc.request(
                 s.subject(room), model.encode(msg, time.time()), timeout=s.publish_timeout_s,
                 headers={"Nats-Msg-Id": model.msg_id_header(room, msg.id),
-                         "Nats-Expected-Stream": s.stream})
+                         "Nats-Expected-Stream": s.stream(room)})
             ack = json.loads(reply.data)
             if "error" in ack:
                 raise Unavailable(ack["error"].get("description", "publish rejected"))
@@ -247,8 +274,8 @@ class Backend:
 
     # --- reads -----------------------------------------------------------------------------------
 
-    async def _leader_get(self, req: dict) -> tuple[int, bytes] | None:
-        resp = await self._api(f"STREAM.MSG.GET.{self.settings.stream}", json.dumps(req).encode(),
+    async def _leader_get(self, stream: str, req: dict) -> tuple[int, bytes] | None:
+        resp = await self._api(f"STREAM.MSG.GET.{stream}", json.dumps(req).encode(),
                                timeout=self.settings.read_timeout_s)
         err = resp.get("error")
         if err:
@@ -258,7 +285,8 @@ class Backend:
         m = resp["message"]
         return int(m["seq"]), base64.b64decode(m.get("data") or "")
 
-    async def _direct_batch(self, subject: str, start: int, batch: int) -> list[tuple[int, bytes]]:
+    async def _direct_batch(self, stream: str, subject: str, start: int,
+                            batch: int) -> list[tuple[int, bytes]]:
         """Up to `batch` messages of `subject` from `start`, from whichever replica answers."""
         nc = self._conn()
         inbox = nc.new_inbox()
@@ -269,7 +297,7 @@ class Backend:
             raise Unavailable(f"subscribe failed: {type(e).__name__}") from None
         try:
             req = {"seq": start, "next_by_subj": subject, "batch": batch}
-            await nc.publish(f"{API}.DIRECT.GET.{self.settings.stream}", json.dumps(req).encode(),
+            await nc.publish(f"{API}.DIRECT.GET.{stream}", json.dumps(req).encode(),
                              reply=inbox)
             deadline = time.monotonic() + self.settings.read_timeout_s
             while True:
@@ -299,20 +327,20 @@ class Backend:
 
     async def read(self, room: str, after: int, limit: int) -> list[dict]:
         """Messages of `room` with seq > after, oldest first, at most `limit`."""
-        subject = self.settings.subject(room)
-        last = await self._leader_get({"last_by_subj": subject})
+        subject, stream = self.settings.subject(room), self.settings.stream(room)
+        last = await self._leader_get(stream, {"last_by_subj": subject})
         if last is None or last[0] <= after:
             return []
         last_seq = last[0]
         got: list[tuple[int, bytes]] = []
         try:
-            got = [(q, d) for q, d in await self._direct_batch(subject, after + 1, limit)
+            got = [(q, d) for q, d in await self._direct_batch(stream, subject, after + 1, limit)
                    if q <= last_seq]
         except Unavailable:
             got = []
         cursor = got[-1][0] if got else after
         while len(got) < limit and cursor < last_seq:  # a lagging replica answered: ask the leader
-            m = await self._leader_get({"seq": cursor + 1, "next_by_subj": subject})
+            m = await self._leader_get(stream, {"seq": cursor + 1, "next_by_subj": subject})
             if m is None or m[0] > last_seq:
                 break
             got.append(m)
@@ -335,13 +363,26 @@ class Backend:
             return ok, why
 
     async def _probe(self) -> tuple[bool, str]:
+        """Ready while some shard takes writes: a shard without a leader (its site burnt, an
+        election) turns away only its own rooms' writes (503 on those), not the gateway."""
         if self.nc is None or not self.nc.is_connected:
             return False, "not connected to NATS"
         if not self.stream_ready:
-            return False, f"stream {self.settings.stream} not created yet"
+            return False, "shard streams not created yet"
+        s = self.settings
+        ok, why = await self._shard_writable(s.streams()[self._ready_shard])
+        if ok:
+            return True, why
+        results = await asyncio.gather(*(self._shard_writable(n) for n in s.streams()))
+        good = [i for i, (w, _) in enumerate(results) if w]
+        if not good:
+            return False, f"no shard writable ({results[0][1]})"
+        self._ready_shard = good[0]
+        return True, f"{len(good)} of {s.shards} shards writable"
+
+    async def _shard_writable(self, name: str) -> tuple[bool, str]:
         try:
-            info = await self._api(f"STREAM.INFO.{self.settings.stream}", b"",
-                                   timeout=self.settings.ready_timeout_s)
+            info = await self._api(f"STREAM.INFO.{name}", b"", timeout=self.settings.ready_timeout_s)
         except Unavailable as e:
             return False, str(e)
         if info.get("error"):
@@ -349,10 +390,10 @@ class Backend:
         cluster = info.get("cluster") or {}
         if self.settings.replicas > 1:
             if not cluster.get("leader"):
-                return False, "stream has no leader"
+                return False, f"{name} has no leader"
             current = 1 + sum(1 for r in cluster.get("replicas") or []
                               if r.get("current") and not r.get("offline"))
             quorum = self.settings.replicas // 2 + 1
             if current < quorum:
-                return False, f"only {current} of {self.settings.replicas} replicas current"
-        return True, f"leader {cluster.get('leader', '-')}"
+                return False, f"{name}: only {current} of {self.settings.replicas} replicas current"
+        return True, f"{name} leader {cluster.get('leader', '-')}"

@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="request body limit (default: messaging.maxBodyBytes of the stack)")
     s.add_argument("--publish-timeout", type=float, default=None, metavar="SECONDS",
                    help="JetStream ack timeout (default 2)")
+    s.add_argument("--shards", type=int, default=None,
+                   help="stream shards (default: the stack's, from its capacity model; the lab "
+                        "passes messaging.labStreamShards)")
     s.add_argument("--log-level", default="warning")
     return p
 
@@ -53,6 +56,8 @@ def main(argv: list[str]) -> int:
         return _fail(f"--listen: expected HOST:PORT, got '{args.listen}'")
     if args.max_body_bytes is not None and args.max_body_bytes < 1:
         return _fail("--max-body-bytes: must be >= 1")
+    if args.shards is not None and args.shards < 1:
+        return _fail("--shards: must be >= 1")
     if args.publish_timeout is not None and args.publish_timeout <= 0:
         return _fail("--publish-timeout: must be > 0")
 
@@ -72,7 +77,8 @@ def main(argv: list[str]) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s talk %(message)s")
     settings = Settings.from_topology(topo, args.site, urls, max_body_bytes=args.max_body_bytes,
-                                      publish_timeout_s=args.publish_timeout)
+                                      publish_timeout_s=args.publish_timeout,
+                                      shards=args.shards)
     app = create_app(settings)
     config = uvicorn.Config(app, loop="uvloop", http="httptools", ws="none", lifespan="on",
                             log_level=args.log_level, access_log=False,

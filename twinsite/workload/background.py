@@ -59,6 +59,12 @@ class BackgroundTraffic:
         if self.history is not None:
             self.history.fault(name, phase)
 
+    def mark_leaders(self, rooms: dict) -> None:
+        """{"type": "leaders", "rooms": {room: site}}: which site led each room's shard just before
+        a fault (the checker splits per-room stalls by it; null = no leader at that moment)."""
+        if self.history is not None:
+            self.history.write({"type": "leaders", "rooms": {str(k): v for k, v in rooms.items()}})
+
     def stop(self) -> None:
         """Stop sending, settle, read every room back, close the history. Idempotent."""
         if self._thread is None:

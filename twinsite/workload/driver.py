@@ -1,8 +1,10 @@
 """The traffic driver (Jepsen's *generator* + client): open-loop senders, SSE subscribers, final read.
 
 - Senders are open-loop: message k is due at t0 + k/rate whatever the service does. In-flight
-  messages are bounded; a message due while the bound is hit is recorded as invoke + fail
-  "client-overload" without being sent, so the history says what the driver could not send.
+  messages are bounded, in all and per room (each room's clients are other people: a room whose
+  shard is electing a leader must not starve the others of connections); a message due while a
+  bound is hit is recorded as invoke + fail "client-overload" without being sent, so the history
+  says what the driver could not send.
 - Each message is one logical operation with a fixed id. Its room's home site is tried first (unless
   it failed in the last 2 s: then it goes last); on a
   timeout, 5xx or connection error the next attempt goes to the other site with the SAME id (the
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from ..history import HistoryWriter
+from ..shards import shard_of
 
 SUBSCRIBER_PROCESS_BASE = 1000
 SUSPECT_S = 2.0  # a site that just timed out / refused / 5xx'd is tried last for this long
@@ -49,6 +52,10 @@ class DriverConfig:
     subscriber_idle_s: float = 3.0    # silence on a subscribe stream that counts as a dead link
     body_bytes: int = 64
     run_id: str | None = None         # room/id prefix; random by default so runs never mix
+    # A room's home site is the one leading its shard (`twinsite.shards.room_home`), as a real
+    # client would be routed: {room index -> site} is computed from these; empty: round robin.
+    shards: int = 0
+    primaries: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not self.endpoints or not any(self.endpoints.values()):
@@ -103,10 +110,14 @@ class TrafficDriver:
         self.rooms = [f"{self.run_id}-r{i}" for i in range(config.rooms)]
         self._stop = asyncio.Event()  # not bound to a loop until first awaited (3.10+)
         self._in_flight = 0
+        self._room_in_flight = [0] * config.rooms
+        self._room_limit = max(1, -(-config.max_in_flight // config.rooms))
         self._tasks: set[asyncio.Task] = set()
         self._cursors: dict[int, int] = {}
         self._rr = itertools.count()
-        self._suspect: dict[str, float] = {}  # site -> loop time until which it is tried last
+        # site (or, with shards, (site, room): a site's gateways fail one shard's rooms while its
+        # leader is elected, not the others) -> loop time until which it is tried last
+        self._suspect: dict = {}
 
     # --- public ----------------------------------------------------------------------------------
 
@@ -169,7 +180,7 @@ class TrafficDriver:
         room = self.rooms[room_i]
         mid = f"{self.run_id}-{k}"
         proc = k % c.senders
-        if self._in_flight >= c.max_in_flight:
+        if self._in_flight >= c.max_in_flight or self._room_in_flight[room_i] >= self._room_limit:
             self.stats.overload += 1
             self.stats.failed += 1
             base = self._op(proc, room, mid, None)
@@ -178,14 +189,16 @@ class TrafficDriver:
                                 "time": self._now()})
             return
         self._in_flight += 1
+        self._room_in_flight[room_i] += 1
         self.stats.sent += 1
         t = asyncio.ensure_future(self._send(proc, room_i, room, mid))
         self._tasks.add(t)
-        t.add_done_callback(self._done)
+        t.add_done_callback(lambda t, i=room_i: self._done(t, i))
 
-    def _done(self, t: asyncio.Task) -> None:
+    def _done(self, t: asyncio.Task, room_i: int) -> None:
         self._tasks.discard(t)
         self._in_flight -= 1
+        self._room_in_flight[room_i] -= 1
 
     def _now(self) -> float:
         return round(self.history.now(), 6)
@@ -196,7 +209,11 @@ class TrafficDriver:
                 "seq": None, "error": None}
 
     def _site_order(self, room_i: int) -> list[str]:
+        c = self.config
         home = room_i % len(self.sites)
+        if c.shards and c.primaries:
+            site = c.primaries[shard_of(self.rooms[room_i], c.shards) % len(c.primaries)]
+            home = self.sites.index(site) if site in self.sites else home
         return self.sites[home:] + self.sites[:home]
 
     def _url(self, site: str) -> str:
@@ -212,7 +229,8 @@ class TrafficDriver:
         # home site first, unless it failed recently: like a real client, don't keep paying a
         # 1.5 s timeout per message to a site that has just gone silent
         now = loop.time()
-        sites = sorted(self._site_order(room_i), key=lambda s: self._suspect.get(s, 0.0) > now)
+        key = (lambda s: (s, room_i)) if self.config.shards else (lambda s: s)
+        sites = sorted(self._site_order(room_i), key=lambda s: self._suspect.get(key(s), 0.0) > now)
         info_seen = False
         for attempt in itertools.count():
             remaining = deadline - loop.time()
@@ -227,10 +245,10 @@ class TrafficDriver:
             self.history.write({**base, "type": typ, "seq": seq, "error": err, "time": self._now()})
             if typ == "ok":
                 self.stats.acked += 1
-                self._suspect.pop(site, None)
+                self._suspect.pop(key(site), None)
                 return
             if retry:
-                self._suspect[site] = loop.time() + SUSPECT_S
+                self._suspect[key(site)] = loop.time() + SUSPECT_S
             info_seen = info_seen or typ == "info"
             if not retry:
                 break

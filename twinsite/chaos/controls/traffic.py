@@ -129,8 +129,11 @@ def _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, c
         defaults = _stack_traffic(configuration, driver)
         run.rate = float(rate) if rate else defaults.drill_rate_msgs_per_s * float(rate_factor)
         run.rooms = int(rooms) if rooms else defaults.drill_rooms
+        topo = driver.topology()  # the target's shards decide each room's home site
         config = DriverConfig(endpoints=driver.endpoints(), rate=run.rate, rooms=run.rooms,
-                              subscribers=int(subscribers), settle_s=float(settle_s))
+                              subscribers=int(subscribers), settle_s=float(settle_s),
+                              shards=len(driver.shard_leaders()),
+                              primaries=tuple(s.name for s in topo.primary_sites))
         config.validate()
     except Exception as e:  # noqa: BLE001 - ActivityFailed, TopologyError, ValueError: one line
         raise InterruptExecution(f"twinsite traffic cannot start: {e}") from None

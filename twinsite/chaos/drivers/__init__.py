@@ -26,6 +26,7 @@ class Driver(Protocol):
     def endpoints(self) -> dict[str, list[str]]: ...  # site -> gateway base URLs, for traffic
     def stream_leader(self, stream: str) -> str: ...  # the zone whose server leads the stream
     def move_stream_leader(self, site: str, stream: str) -> dict: ...
+    def shard_leaders(self) -> dict[str, str | None]: ...  # shard stream -> leader's site or None
     def healthy(self) -> bool: ...
 
 

@@ -48,6 +48,24 @@ def stream_placement(urls: list[str], stream: str, password: str | None = None) 
     return asyncio.run(go())
 
 
+def stream_leaders(urls: list[str], streams: list[str], password: str | None = None,
+                   timeout: float = 2.0) -> dict[str, str | None]:
+    """{stream: leading server, or None (no leader now, or no answer)} for many streams at once."""
+    async def go():
+        nc = await _connect(urls, password=password)
+        try:
+            async def one(name):
+                try:
+                    doc = await _request(nc, f"{API}.STREAM.INFO.{name}", timeout=timeout)
+                except (JetStreamError, nats.errors.Error, asyncio.TimeoutError):
+                    return None
+                return (doc.get("cluster") or {}).get("leader")
+            return dict(zip(streams, await asyncio.gather(*(one(n) for n in streams))))
+        finally:
+            await nc.close()
+    return asyncio.run(go())
+
+
 def move_leader(urls: list[str], stream: str, candidates: list[str], timeout: float = 15.0,
                 password: str | None = None) -> str:
     """Make one of `candidates` (server names) the stream's leader; returns the new leader.

@@ -88,6 +88,11 @@ class LabDriver:
             raise ActivityFailed(f"moving the {stream} leader: {e or type(e).__name__}") from None
         return {"stream": stream, "leader": leader, "site": site}
 
+    def shard_leaders(self) -> dict[str, str | None]:
+        """Each shard stream -> the site of its leader (None during an election)."""
+        st = self._call("lab status", self.client.status, shards=True)
+        return {name: sh.get("site") for name, sh in (st.get("shards") or {}).items()}
+
     def healthy(self) -> bool:
         """The lab is ready, every zone powered, every process up, every link as declared."""
         from twinsite.lab import is_running

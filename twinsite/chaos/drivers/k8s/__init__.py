@@ -176,6 +176,20 @@ class K8sDriver:
             raise ActivityFailed(f"moving the {stream} leader: {e or type(e).__name__}") from None
         return {"stream": stream, "leader": leader, "site": site}
 
+    def shard_leaders(self) -> dict[str, str | None]:
+        """Each shard stream -> the site of its leader (None during an election)."""
+        from twinsite import capacity, shards
+        from ..jetstream import stream_leaders
+        names = [shards.stream_name(i) for i in range(capacity.shard_count(self.topo))]
+        try:
+            leaders = stream_leaders(self._nats_urls(), names, password=self.nats_password)
+        except ActivityFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - nats-py's errors vary
+            raise ActivityFailed(f"shard leaders: {e or type(e).__name__}") from None
+        return {n: self.topo.site_of(_zone_of_server(self.topo, srv)) if srv else None
+                for n, srv in leaders.items()}
+
 
 def _zone_of_server(topo: Topology, server: str) -> str:
     """A server is named after its zone, on the lab and on Kubernetes (twinsite.natsconf)."""
