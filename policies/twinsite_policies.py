@@ -192,7 +192,9 @@ def nats_fsync_always(args: ResourceValidationArgs, report: ReportViolation):
     if not m or m.group(1).strip('"') != "always":
         found = m.group(1) if m else "the 2-minute default"
         report(f"{who(args)}: JetStream syncs every {found}, so an acknowledged message can be lost "
-               f"when the site loses power. Set twinsite:messaging.fsync: always.", None)
+               f"when the site loses power (the lab's grid-power-loss drill with fsync 2m lost 497 "
+               f"and 566 acknowledged messages in two runs; Jepsen, NATS 2.12.1). Set "
+               f"twinsite:messaging.fsync: always.", None)
 
 
 # --- hygiene rules (advisory by default) ------------------------------------------------------------
