@@ -164,10 +164,15 @@ def test_render_output_passes_a_server_side_dry_run_on_every_site(sandbox, lab_m
     for site in sites:
         api = sandbox.api(site)
         bodies = [m.body for m in lab_manifests if m.site == site]
-        assert api.dry_run(bodies) == []
-        # a dry run persists nothing: the namespace exists (created for real), its objects not
         apps = k8s.AppsV1Api(api.api)
-        assert apps.list_namespaced_stateful_set(topology.NAMESPACE).items == []
+
+        def names():  # what exists (another test module may have deployed into the shared sandbox)
+            return sorted((s.metadata.name, s.metadata.resource_version) for s in
+                          apps.list_namespaced_stateful_set(topology.NAMESPACE).items)
+        before = names()
+        assert api.dry_run(bodies) == []
+        # a dry run persists nothing: no StatefulSet created or changed
+        assert names() == before
         assert apps.list_namespaced_deployment(topology.NAMESPACE).items == []
 
 
