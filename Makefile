@@ -28,3 +28,9 @@ drill: setup
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
+
+# The real Pulumi engine: CLI, kubernetes provider and Python language host, built from Go modules
+# into ~/.cache/twinsite/tools/pulumi-KEY/bin (docs/pulumi.md). Cold: minutes; cached: instant.
+.PHONY: pulumi-tools
+pulumi-tools: setup
+	$(PY) -m twinsite.sandbox.pulumi_tools build
