@@ -7,8 +7,10 @@
   module is copied, the provider's own generator (cmd/pulumi-resource-kubernetes/generate.go) is
   run in the copy, and the copy is built. The copy's go.mod replaces the kubernetes Go SDK with
   `../sdk` (a path in their repository); that replace becomes a require of the same release;
-- `pulumi-language-python`: a two-line launcher of `twinsite.sandbox.pulumi_langhost` (why it is
-  hand-written: see that module), next to `pulumi` where the CLI looks for its language hosts.
+- `pulumi-language-python`: a launcher of `twinsite.sandbox.pulumi_langhost` (why it is
+  hand-written: see that module), next to `pulumi` where the CLI looks for its language hosts;
+- `pulumi-resource-pulumi-python`: a launcher of the SDK's dynamic-resource provider
+  (`python -m pulumi.dynamic`), which Pulumi's release ships as a script beside the CLI.
 
 Everything lands in ~/.cache/twinsite/tools/pulumi-KEY/bin, KEY hashing every pin and this recipe,
 so a fresh clone reuses a build. `python -m twinsite.sandbox.pulumi_tools build|path|env`.
@@ -37,15 +39,19 @@ RECIPE = 1  # bump when the build steps below change
 
 REPO = Path(__file__).resolve().parents[2]
 WRAPPER = REPO / "tools" / "pulumi"
-LAUNCHER = """#!/bin/sh
-# pulumi-language-python for twinsite: runs the hand-written host twinsite/sandbox/pulumi_langhost.py
-# with TWINSITE_PYTHON (set by `twinsite.sandbox.pulumi_tools env`), else ./.venv/bin/python.
-py="${TWINSITE_PYTHON:-}"
+_PY = """py="${TWINSITE_PYTHON:-}"
 if [ -z "$py" ]; then
   if [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
 fi
-exec "$py" -m twinsite.sandbox.pulumi_langhost "$@"
 """
+# Launchers run with TWINSITE_PYTHON (set by `Tools.env`), else ./.venv/bin/python.
+LAUNCHERS = {
+    # The hand-written language host (why: twinsite/sandbox/pulumi_langhost.py).
+    "pulumi-language-python": "#!/bin/sh\n" + _PY
+    + 'exec "$py" -m twinsite.sandbox.pulumi_langhost "$@"\n',
+    # The provider of Python dynamic resources (GeneratedPassword): the SDK's own server.
+    "pulumi-resource-pulumi-python": "#!/bin/sh\n" + _PY + 'exec "$py" -u -m pulumi.dynamic "$@"\n',
+}
 
 
 class ToolsError(Exception):
@@ -69,7 +75,8 @@ class Tools:
         return self.bin_dir / "pulumi-language-python"
 
     def complete(self) -> bool:
-        return all(os.access(p, os.X_OK) for p in (self.pulumi, self.provider, self.langhost))
+        paths = [self.pulumi, self.provider, *(self.bin_dir / n for n in LAUNCHERS)]
+        return all(os.access(p, os.X_OK) for p in paths)
 
     def env(self, base: dict[str, str] | None = None, python: str = sys.executable) -> dict:
         """`base` (default os.environ) with these tools first on PATH, the host's Python named,
@@ -91,7 +98,7 @@ def cache_root() -> Path:
 
 def key() -> str:
     h = hashlib.sha256()
-    for part in (PULUMI_VERSION, K8S_VERSION, K8S_PROVIDER_PSEUDO, str(RECIPE), LAUNCHER):
+    for part in (PULUMI_VERSION, K8S_VERSION, K8S_PROVIDER_PSEUDO, str(RECIPE), *LAUNCHERS.values()):
         h.update(part.encode() + b"\0")
     for f in ("go.mod", "go.sum"):
         h.update((WRAPPER / f).read_bytes())
@@ -176,8 +183,9 @@ def build(progress: Callable[[str], None] = print) -> Tools:
         progress(f"pulumi tools: {what}: {time.monotonic() - started:.0f} s, "
                  f"{path.stat().st_size / 2**20:.0f} MiB")
     shutil.rmtree(work, ignore_errors=True)
-    t.langhost.write_text(LAUNCHER)
-    t.langhost.chmod(0o755)
+    for name, text in LAUNCHERS.items():
+        (t.bin_dir / name).write_text(text)
+        (t.bin_dir / name).chmod(0o755)
     return t
 
 
