@@ -1,8 +1,8 @@
 """The dual-site policy rules, as a list (`POLICIES`) of pulumi_policy policies.
 
 Standalone on purpose (only `pulumi_policy` and the standard library): `pulumi preview
---policy-pack policies` runs this pack in the project's virtualenv, and `twinsite policy check` imports
-the same list and evaluates it in-process over the program's resources under mocks.
+--policy-pack policies` runs this pack in the project's virtualenv, and `twinsite policy check`
+imports the same list and evaluates it in-process over the program's resources under mocks.
 
 The rules read what the program writes into the Kubernetes objects: labels `twinsite.io/site`
 and `twinsite.io/site-role`, the NATS config in each zone's ConfigMap, the messaging settings

@@ -1,1 +1,1 @@
-"""The local sandbox: real Kubernetes control planes and the real Pulumi engine, built from Go modules."""
+"""The local sandbox: real Kubernetes control planes and the real Pulumi engine, from Go modules."""

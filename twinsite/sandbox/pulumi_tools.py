@@ -98,7 +98,8 @@ def cache_root() -> Path:
 
 def key() -> str:
     h = hashlib.sha256()
-    for part in (PULUMI_VERSION, K8S_VERSION, K8S_PROVIDER_PSEUDO, str(RECIPE), *LAUNCHERS.values()):
+    pins = (PULUMI_VERSION, K8S_VERSION, K8S_PROVIDER_PSEUDO, str(RECIPE), *LAUNCHERS.values())
+    for part in pins:
         h.update(part.encode() + b"\0")
     for f in ("go.mod", "go.sum"):
         h.update((WRAPPER / f).read_bytes())
@@ -136,7 +137,8 @@ def _writable_copy(src: Path, dst: Path) -> None:
 
 
 def _build_cli(go: str, env: dict, out: Path) -> None:
-    ldflags = f"-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v{PULUMI_VERSION}"
+    stamp = "github.com/pulumi/pulumi/sdk/v3/go/common/version.Version"
+    ldflags = f"-s -w -X {stamp}=v{PULUMI_VERSION}"
     _run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out),
           "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"], WRAPPER, env, "building the pulumi CLI")
 
