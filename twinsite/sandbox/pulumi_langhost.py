@@ -121,7 +121,7 @@ def required_packages(dists: list[dict]) -> list[plugin_pb2.PackageDependency]:
 def exec_args(req: language_pb2.RunRequest, engine: str) -> list[str]:
     pairs = [("monitor", req.monitor_address), ("engine", engine), ("project", req.project),
              ("root_directory", req.info.root_directory), ("stack", req.stack), ("pwd", req.pwd),
-             ("dry_run", "true" if req.dry_run else "false"), ("parallel", str(req.parallel)),
+             ("dry_run", "true" if req.dryRun else "false"), ("parallel", str(req.parallel)),
              ("organization", req.organization)]
     args = [a for k, v in pairs if v for a in (f"--{k}", v)]
     return [*args, req.info.entry_point or ".", *req.args]
@@ -194,7 +194,7 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
             return language_pb2.RunResponse(error=str(e))
         env = py.env(dict(os.environ))
         env["PULUMI_CONFIG"] = json.dumps(dict(request.config))
-        env["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(list(request.config_secret_keys))
+        env["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(list(request.configSecretKeys))
         # stdout/stderr stay this process's: the CLI shows them as the program's output.
         proc = subprocess.Popen([py.exe, "-u", str(EXEC), *exec_args(request, self.engine)],
                                 env=env)
