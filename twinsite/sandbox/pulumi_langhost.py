@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop(0))
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the CLI stops its plugins with SIGINT
+        signal.signal(sig, lambda *_: server.stop(0))
     server.wait_for_termination()
     return 0
 
