@@ -142,11 +142,13 @@ def offline_findings(stack: str) -> set[tuple[str, str, str]]:
 
 def test_cli_and_language_host_are_the_pinned_versions(ws):
     assert ws.run("version").stdout.strip() == f"v{pulumi_tools.PULUMI_VERSION}"
-    about = ws.run("about", "--json", "-s", "lab").stdout
-    info = json.loads(about)
-    assert info["language"]["name"] == "python", info["language"]
-    plugins = {(p["name"], p.get("version")) for p in info["plugins"]}
-    assert ("kubernetes", pulumi_tools.K8S_VERSION) in plugins, plugins
+    info = json.loads(ws.run("about", "--json", "-s", "lab").stdout)
+    assert info["cliAbout"]["version"] == pulumi_tools.PULUMI_VERSION
+    assert info["runtime"]["language"] == "python"
+    assert info["runtime"]["executable"] == str(ws.dir / ".venv" / "bin" / "python")
+    plugins = {(p["kind"], p["name"], p["version"]) for p in info["plugins"]}
+    assert plugins == {("resource", "kubernetes", pulumi_tools.K8S_VERSION),
+                       ("language", "python", pulumi_tools.PULUMI_VERSION)}
 
 
 def test_preview_of_lab_plans_what_the_mocks_register(ws):
