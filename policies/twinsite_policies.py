@@ -269,10 +269,10 @@ def image_pinned(args: ResourceValidationArgs, report: ReportViolation):
 
 
 def explicit_provider(args: ResourceValidationArgs, report: ReportViolation):
-    if args.resource_type.startswith("pulumi:providers:"):
+    # Only Kubernetes objects pick a cluster. The engine also sends components (no provider),
+    # providers and dynamic resources (GeneratedPassword, run in the program's own Python).
+    if not args.resource_type.startswith("kubernetes:"):
         return
-    if args.resource_type == "pulumi-python:dynamic:Resource":
-        return  # runs in the program's own Python (GeneratedPassword): no cluster to pick
     p = args.provider
     if p is None or p.name.startswith("default") or "::default" in (p.urn or ""):
         report(f"{args.resource_type} {args.name} uses the default provider (the ambient kube "

@@ -74,6 +74,7 @@ class Workspace:
             "PULUMI_CONFIG_PASSPHRASE": "twinsite-test",
             "PULUMI_HOME": str(base / "home"),
             "KUBECONFIG": str(kubeconfig(base / "kubeconfig", ["pangyo", "ansan", "witness"])),
+            "PULUMI_ENABLE_STREAMING_JSON_PREVIEW": "true",
         })
         self.env.pop("PULUMI_ACCESS_TOKEN", None)
         self.pulumi = str(tools.pulumi)
@@ -87,9 +88,9 @@ class Workspace:
         return proc
 
     def events(self, *args: str, check: bool = True) -> tuple[subprocess.CompletedProcess, list]:
-        log = self.dir / f"events-{len(list(self.dir.glob('events-*')))}.jsonl"
-        proc = self.run(*args, "--event-log", str(log), check=check)
-        return proc, [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        """Run with `--json`: the engine's events, one JSON object a line (streamed)."""
+        proc = self.run(*args, "--json", check=check)
+        return proc, [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
 
 
 def twinsite_project(dest: Path) -> Path:
@@ -124,19 +125,22 @@ def planned(events: list) -> set[tuple[str, str]]:
     return out
 
 
-def policy_findings(events: list) -> set[tuple[str, str, str]]:
+def policy_findings(events: list) -> set[tuple[str, str, str, str]]:
+    """(rule, level, resource name or "stack", message) of every violation the engine reported
+    (it files stack-level findings under the stack resource, and prefixes the description)."""
     out = set()
     for e in events:
-        p = e.get("policyEvent")
-        if p:
+        if p := e.get("policyEvent"):
             urn = p.get("resourceUrn") or ""
-            out.add((p["policyName"], p["enforcementLevel"], urn.rsplit("::", 1)[-1] or "stack"))
+            name = urn.rsplit("::", 1)[-1] if urn and "::pulumi:pulumi:Stack::" not in urn else "stack"
+            message = p["message"].strip().split("\n", 1)[-1]  # after the policy's description
+            out.add((p["policyName"], p["enforcementLevel"], name, message))
     return out
 
 
-def offline_findings(stack: str) -> set[tuple[str, str, str]]:
+def offline_findings(stack: str) -> set[tuple[str, str, str, str]]:
     topo = topology.load_stack(stack, root=ROOT)
-    return {(v.rule, v.enforcement, v.urn.rsplit("::", 1)[-1] if v.urn else "stack")
+    return {(v.rule, v.enforcement, v.urn.rsplit("::", 1)[-1] if v.urn else "stack", v.message)
             for v in policycheck.evaluate(topo)}
 
 
@@ -171,7 +175,7 @@ def test_policy_pack_rejects_fragile_like_the_offline_check(ws):
                              check=False)
     assert proc.returncode != 0
     found = policy_findings(events)
-    mandatory = {rule for rule, level, _ in found if level == "mandatory"}
+    mandatory = {rule for rule, level, _, _ in found if level == "mandatory"}
     assert {"tiebreaker-quorum", "stream-replicas"} <= mandatory, found
     assert found == offline_findings("fragile")
 
