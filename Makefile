@@ -51,8 +51,13 @@ fuzz: setup
 clean:
 	rm -rf $(VENV) reports .pytest_cache
 
-# The sandbox's control-plane binaries (tools/kube), built once per pinned version into
-# ~/.cache/twinsite/tools/kube-<hash>/ (a cold build takes minutes; see docs/sandbox.md).
-.PHONY: sandbox-tools
+# The sandbox's control-plane binaries (tools/kube) and the real Pulumi engine (tools/pulumi: CLI,
+# kubernetes provider; the Python language host is ours), built once per pinned version into
+# ~/.cache/twinsite/tools/<name>-<hash>/ (cold: minutes; cached: instant; docs/sandbox.md, docs/pulumi.md).
+.PHONY: sandbox-tools pulumi-tools
 sandbox-tools: setup
 	$(PY) -m twinsite.sandbox.tools build
+	$(PY) -m twinsite.sandbox.pulumi_tools build
+
+pulumi-tools: setup
+	$(PY) -m twinsite.sandbox.pulumi_tools build

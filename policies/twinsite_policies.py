@@ -1,8 +1,8 @@
 """The dual-site policy rules, as a list (`POLICIES`) of pulumi_policy policies.
 
 Standalone on purpose (only `pulumi_policy` and the standard library): `pulumi preview
---policy-pack policies` runs this pack in its own virtualenv, and `twinsite policy check` imports
-the same list and evaluates it in-process over the program's resources under mocks.
+--policy-pack policies` runs this pack in the project's virtualenv, and `twinsite policy check`
+imports the same list and evaluates it in-process over the program's resources under mocks.
 
 The rules read what the program writes into the Kubernetes objects: labels `twinsite.io/site`
 and `twinsite.io/site-role`, the NATS config in each zone's ConfigMap, the messaging settings
@@ -288,7 +288,9 @@ def image_pinned(args: ResourceValidationArgs, report: ReportViolation):
 
 
 def explicit_provider(args: ResourceValidationArgs, report: ReportViolation):
-    if args.resource_type.startswith("pulumi:providers:"):
+    # Only Kubernetes objects pick a cluster. The engine also sends components (no provider),
+    # providers and dynamic resources (GeneratedPassword, run in the program's own Python).
+    if not args.resource_type.startswith("kubernetes:"):
         return
     p = args.provider
     if p is None or p.name.startswith("default") or "::default" in (p.urn or ""):

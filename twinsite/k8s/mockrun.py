@@ -77,7 +77,7 @@ class _Recorder(mocks.Mocks):
 
     def new_resource(self, args: mocks.MockResourceArgs):
         outputs = dict(args.inputs)
-        if args.typ == "random:index/randomPassword:RandomPassword":
+        if args.typ == "pulumi-python:dynamic:Resource" and "length" in args.inputs:
             # A stand-in; a real `pulumi up` generates and stores it encrypted.
             outputs["result"] = f"mock-{args.name}"
         urn = f"urn:pulumi:{self.stack}::{PROJECT}::{args.typ}::{args.name}"

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from .. import capacity
 from ..topology import Site, Topology
 from . import common as c
+from .password import GeneratedPassword
 from .stackconf import PROJECT_FILE, stack_file
 
 
@@ -28,18 +28,13 @@ class NatsCredentials(pulumi.ComponentResource):
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("twinsite:messaging:NatsCredentials", name, None, opts)
         config = pulumi.Config("twinsite")
-        provider = None
 
         def password(key: str, logical: str) -> pulumi.Output[str]:
-            nonlocal provider
             given = config.get_secret(key)
             if given is not None:
                 return pulumi.Output.secret(given)
-            if provider is None:  # explicit, like every other provider of the program
-                provider = random.Provider(f"{name}-random", opts=pulumi.ResourceOptions(parent=self))
             # Alphanumeric only: it is spliced into nats:// URLs.
-            pw = random.RandomPassword(logical, length=32, special=False,
-                                       opts=pulumi.ResourceOptions(parent=self, provider=provider))
+            pw = GeneratedPassword(logical, length=32, opts=pulumi.ResourceOptions(parent=self))
             return pulumi.Output.secret(pw.result)
 
         self.client_password = password("natsPassword", f"{name}-client")
