@@ -123,14 +123,19 @@ def test_run_dir_follows_the_journal(monkeypatch, tmp_path):
     assert traffic.run_dir_for({"run_dir": str(tmp_path / "cfg")}) == tmp_path / "cfg"
 
 
-def test_chaos_run_without_a_lab_stops_with_one_clear_line(tmp_path):
-    env = {**__import__("os").environ, "TWINSITE_LAB_DIR": str(tmp_path / "no-lab")}
+def chaos_run_zone_outage(tmp_path, **env) -> tuple[subprocess.CompletedProcess, str]:
+    """`chaos run experiments/zone-outage.yaml` with no lab running, and its output."""
+    env = {**__import__("os").environ, "TWINSITE_LAB_DIR": str(tmp_path / "no-lab"), **env}
     r = subprocess.run([sys.executable, "-m", "chaostoolkit", "--no-version-check", "--no-log-file",
                         "run", "--journal-path", str(tmp_path / "journal.json"),
                         str(Path(__file__).resolve().parent.parent / "experiments" /
                             "zone-outage.yaml")],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
-    out = r.stdout + r.stderr
+    return r, r.stdout + r.stderr
+
+
+def test_chaos_run_without_a_lab_stops_with_one_clear_line(tmp_path):
+    r, out = chaos_run_zone_outage(tmp_path)
     assert r.returncode != 0
     assert "twinsite traffic cannot start: the lab is not running" in out
     assert "Traceback" not in out
@@ -139,14 +144,7 @@ def test_chaos_run_without_a_lab_stops_with_one_clear_line(tmp_path):
 
 
 def test_a_mistyped_stack_stops_the_run_instead_of_falling_back(tmp_path):
-    env = {**__import__("os").environ, "TWINSITE_LAB_DIR": str(tmp_path / "no-lab"),
-           "TWINSITE_STACK": "lba"}
-    r = subprocess.run([sys.executable, "-m", "chaostoolkit", "--no-version-check", "--no-log-file",
-                        "run", "--journal-path", str(tmp_path / "journal.json"),
-                        str(Path(__file__).resolve().parent.parent / "experiments" /
-                            "zone-outage.yaml")],
-                       capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
-    out = r.stdout + r.stderr
+    r, out = chaos_run_zone_outage(tmp_path, TWINSITE_STACK="lba")
     assert r.returncode != 0 and "Traceback" not in out
     assert "twinsite traffic cannot start: " in out and "Pulumi.lba.yaml" in out, out[-1500:]
 
