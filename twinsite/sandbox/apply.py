@@ -177,3 +177,23 @@ class SiteApi:
         except urllib3.exceptions.HTTPError as e:
             return self.down_reason(e)
         return None
+
+    def assign_load_balancers(self, site_index: int) -> int:
+        """A MetalLB-like address pool: every LoadBalancer Service without an address gets one
+        from 127.<10+site>.0.0/16 (stable per Service; nothing listens there - no container runs),
+        so what waits for a LoadBalancer (pulumi up, the k8s driver's gateway URL) sees one."""
+        import hashlib
+        core = client.CoreV1Api(self.api)
+        done = 0
+        for svc in self._call(core.list_service_for_all_namespaces).items:
+            if svc.spec.type != "LoadBalancer":
+                continue
+            if svc.status.load_balancer and svc.status.load_balancer.ingress:
+                continue
+            h = hashlib.sha1(f"{svc.metadata.namespace}/{svc.metadata.name}".encode()).digest()
+            ip = f"127.{10 + site_index}.{h[0]}.{max(1, h[1])}"
+            self._call(core.patch_namespaced_service_status, svc.metadata.name,
+                       svc.metadata.namespace, {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
+            done += 1
+        return done
+

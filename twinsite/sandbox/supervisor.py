@@ -82,6 +82,7 @@ def kwok_argv(t: tools.Tools, sp: SitePlan, kcfg: Path) -> list[str]:
 
 class Supervisor:
     def __init__(self, stack: str, state_dir: Path, per_zone: int):
+        self.apis: dict = {}
         self.stack, self.dir = stack, state_dir
         self.topo = load_stack(stack)
         self.tools = tools.locate()
@@ -169,6 +170,7 @@ class Supervisor:
             self.wait(f"site {sp.site}: {len(sp.nodes)} nodes Ready",
                       lambda api=api, sp=sp: api.nodes_ready(sp.nodes), timeout)
         self.mark("nodes_ready")
+        self.apis = apis
         self.ready = True
         self.write_state(phases=self.phases)
 
@@ -179,12 +181,23 @@ class Supervisor:
             self.start(timeout)
             while not self.stop.wait(0.5):
                 self.check_children()  # a control plane that dies takes the sandbox down
+                self.assign_load_balancers()
             return 0
         except SandboxError as e:
             print(f"sandbox: {e}", file=sys.stderr, flush=True)
             return 1
         finally:
             self.shutdown()
+
+    def assign_load_balancers(self) -> None:
+        for i, sp in enumerate(self.sites):
+            try:
+                self.apis[sp.site].assign_load_balancers(i)
+            except Exception as e:  # noqa: BLE001 - an API server busy for a moment: next tick
+                log_once = getattr(self, "_lb_logged", False)
+                if not log_once:
+                    print(f"sandbox: load-balancer addresses for {sp.site}: {e}", flush=True)
+                    self._lb_logged = True
 
     def shutdown(self) -> None:
         self.ready = False
