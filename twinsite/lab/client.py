@@ -112,27 +112,11 @@ def up(stack: str = "lab", state_dir: str | None = None, timeout: float = 60,
 
 
 def _wait_ready(d: Path, proc: subprocess.Popen | None, timeout: float) -> LabClient:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise LabError(f"lab supervisor exited ({proc.returncode}): {_log_tail(d)}")
-        if proc is None and not state.supervisor_alive(d):
-            raise LabError(f"lab supervisor died while starting: {_log_tail(d)}")
-        st = state.read_state(d)
-        if st and st.get("ready"):
-            return LabClient(str(d))
-        if time.monotonic() > deadline:
-            raise LabError(f"lab not ready after {timeout:.0f}s: {_log_tail(d)}")
-        time.sleep(0.02)
-
-
-def _log_tail(d: Path) -> str:
     try:
-        lines = [ln for ln in (d / "supervisor.log").read_text(errors="replace").splitlines()
-                 if ln.strip()]
-    except OSError:
-        return "no supervisor log"
-    return lines[-1] if lines else "empty supervisor log"
+        state.wait_ready(d, proc, timeout, "lab")
+    except state.NotReady as e:
+        raise LabError(str(e)) from None
+    return LabClient(str(d))
 
 
 def down(state_dir: str | None = None, timeout: float = 10.0) -> None:

@@ -104,3 +104,37 @@ def clean(d: Path, *, wipe: bool = False, wait: float = 5.0) -> None:
     if wipe:
         for sub in ("nats", "gateways"):
             shutil.rmtree(d / sub, ignore_errors=True)
+
+
+class NotReady(RuntimeError):
+    """A supervisor that died or did not get ready in time; one line with its log's last line."""
+
+
+def log_tail(path: Path, missing: str = "no log") -> str:
+    """The last non-empty line of a log (what a one-line error quotes)."""
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return missing
+    return lines[-1][:300] if lines else f"empty {missing.removeprefix('no ')}"
+
+
+def wait_ready(d: Path, proc, timeout: float, what: str, interval: float = 0.02) -> dict:
+    """Poll a supervisor's state file until it says ready (the lab's and the sandbox's); the state
+    document, else NotReady naming `what` and quoting the supervisor's log."""
+    deadline = time.monotonic() + timeout
+
+    def tail() -> str:
+        return log_tail(d / "supervisor.log", "no supervisor log")
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise NotReady(f"{what} supervisor exited ({proc.returncode}): {tail()}")
+        if proc is None and not supervisor_alive(d):
+            raise NotReady(f"{what} supervisor died while starting: {tail()}")
+        st = read_state(d)
+        if st and st.get("ready"):
+            return st
+        if time.monotonic() > deadline:
+            raise NotReady(f"{what} not ready after {timeout:.0f}s: {tail()}")
+        time.sleep(interval)
+

@@ -60,27 +60,10 @@ def up(stack: str, state_dir_: str | os.PathLike | None = None, *, timeout: floa
 
 
 def _wait_ready(d: Path, proc, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise SandboxError(f"sandbox supervisor exited ({proc.returncode}): {_log_tail(d)}")
-        if proc is None and not state.supervisor_alive(d):
-            raise SandboxError(f"sandbox supervisor died while starting: {_log_tail(d)}")
-        st = state.read_state(d)
-        if st and st.get("ready"):
-            return st
-        if time.monotonic() > deadline:
-            raise SandboxError(f"sandbox not ready after {timeout:.0f}s: {_log_tail(d)}")
-        time.sleep(0.05)
-
-
-def _log_tail(d: Path) -> str:
     try:
-        lines = [ln for ln in (d / "supervisor.log").read_text(errors="replace").splitlines()
-                 if ln.strip()]
-    except OSError:
-        return "no supervisor log"
-    return lines[-1] if lines else "empty supervisor log"
+        return state.wait_ready(d, proc, timeout, "sandbox", interval=0.05)
+    except state.NotReady as e:
+        raise SandboxError(str(e)) from None
 
 
 def down(state_dir_: str | os.PathLike | None = None, timeout: float = 20.0) -> bool:

@@ -122,8 +122,9 @@ class Supervisor:
         for key, p in self.children.items():
             if p.poll() is not None:
                 site, name = key.split("/")
+                log = self.dir / "sites" / site / "logs" / f"{name}.log"
                 raise SandboxError(f"site {site}: {name} exited ({p.returncode}): "
-                                   f"{_tail(self.dir / 'sites' / site / 'logs' / f'{name}.log')}")
+                                   f"{state.log_tail(log)}")
 
     def wait(self, what: str, ok, timeout: float) -> None:
         deadline = self.t0 + timeout
@@ -205,14 +206,6 @@ class Supervisor:
             for key, p in self.children.items():
                 if key.endswith("/" + name):
                     procs.reap(p, timeout=5.0)
-
-
-def _tail(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1][:300] if lines else "empty log"
 
 
 def main(argv: list[str] | None = None) -> int:
