@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -247,10 +248,20 @@ def test_traffic_run_and_check_against_the_lab(lab_dir, tmp_path):
 def test_site_power_cut_in_the_lab_loses_no_acknowledged_message(lab_dir, tmp_path):
     """pangyo loses power silently (processes SIGKILLed, links silent): senders time out after
     1.5 s and fail over to ansan with the same ids; every acknowledged message is read back."""
+    from twinsite import capacity, shards
     from twinsite.lab import LabClient
+    from twinsite.topology import load_stack
     client = LabClient(lab_dir)
+    # rooms go to the site their shard prefers: choose a run id whose rooms include some homed at
+    # pangyo (else no client would ever meet the silent site), with a fresh prefix per run
+    topo = load_stack("lab")
+    n = capacity.lab_shard_count(topo)
+    base = uuid.uuid4().hex[:6]
+    run_id = next(f"p{base}{k}" for k in range(1000)
+                  if "pangyo" in {shards.room_home(f"p{base}{k}-r{i}", n, topo)
+                                  for i in range(4)})
     cfg = DriverConfig(endpoints=endpoints_from_lab(lab_dir), rate=50, rooms=4, subscribers=2,
-                       settle_s=1.0)
+                       settle_s=1.0, run_id=run_id)
     bg = BackgroundTraffic(cfg, tmp_path / "h.jsonl")
     bg.start()
     try:
