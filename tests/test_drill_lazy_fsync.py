@@ -42,4 +42,8 @@ def test_grid_power_loss_loses_acknowledged_messages_with_lazy_fsync(tmp_path):
     journal = json.loads((reports / "latest" / "grid-power-loss" / "journal.json").read_text())
     cut = next(a for a in journal["run"] if a["activity"]["name"] == "power-off-every-site")
     assert cut["output"]["done"]["unsynced_dropped"]["bytes"] > 0
+    # ... and the summary and the report carry it per experiment
+    assert x["power_loss"]["unsynced_dropped"] == cut["output"]["done"]["unsynced_dropped"]
+    page = (reports / "latest" / "report.html").read_text()
+    assert "Power was cut" in page and f"{x['power_loss']['unsynced_dropped']['bytes']} bytes" in page
     assert not labapi.is_running(str(state))

@@ -144,3 +144,13 @@ def test_summary_is_plain_data():
     s = F.resolve(F.SitePowerLoss("pangyo"), TOPO).summary()
     assert json.loads(json.dumps(s)) == s
     assert s["drops_unsynced"] is True and s["fault"] == {"kind": "cut-power", "site": "pangyo"}
+
+
+@pytest.mark.parametrize("fault", [
+    F.ZoneOutage("pangyo-a", F.Mode.POWER), F.ZoneOutage("pangyo-a", F.Mode.CRASH),
+    F.SitePowerLoss("ansan"), F.SitePowerLoss("all"), F.LinkShape("pangyo", "ansan", 50.0),
+    F.LinkPartition("pangyo", "ansan")])
+def test_a_power_marker_is_exactly_a_fault_that_drops_unsynced_writes(fault):
+    """The report hatches power-loss windows by marker; the marker must say what the effect does."""
+    effect = F.resolve(fault, TOPO)
+    assert F.is_power_marker(effect.marker) == effect.drops_unsynced

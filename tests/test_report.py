@@ -7,7 +7,7 @@ import re
 
 from twinsite.checker import check
 from twinsite.drill import results
-from twinsite.report import data_uri, fault_windows, render_html, timeline_png
+from twinsite.report import data_uri, fault_windows, render_html, span_style, timeline_png
 
 
 def synthetic_history(stall_from=8.0, stall_to=12.0, end=20.0, lose=()):
@@ -135,3 +135,57 @@ def test_report_html_is_self_contained_with_plots_and_verdict_table():
     assert f"<td class=num>{vb['acked']}</td>" in page
     assert "longest write outage (s)" in page
     assert page.count("<table>") >= 5  # summary + per experiment checks and verdict
+
+
+def power_journal(dropped):
+    """A journal of a grid power loss whose lab answer reports `dropped` (None: not reported)."""
+    done = {"ok": True, "killed": ["nats:pangyo-a"]}
+    if dropped is not None:
+        done["unsynced_dropped"] = dropped
+    cut = {"activity": {"name": "grid-loses-power"}, "status": "succeeded",
+           "start": "2026-12-02T10:00:05", "output": {
+               "fault": {"kind": "site-power-loss", "site": "all"},
+               "effect": {"action": "down", "zones": ["pangyo-a", "ansan-a"], "mode": "power",
+                          "drops_unsynced": True, "marker": "grid-power"},
+               "done": done, "faults_ended": []}}
+    restore = {"activity": {"name": "restore"}, "status": "succeeded", "output": {
+        "effect": {"action": "restore", "zones": ["pangyo-a", "ansan-a"]}, "done": {"ok": True}}}
+    j = journal_for({"lost": 3, "max_unavailable_s": 9.0}, deviated=True)
+    j["run"] = [cut, restore]
+    return j
+
+
+def test_power_losses_sum_what_the_lab_dropped_and_tell_unreported_apart():
+    got = results.power_losses(power_journal({"bytes": 5000, "files": 3}))
+    assert got["unsynced_dropped"] == {"bytes": 5000, "files": 3}
+    assert [f["marker"] for f in got["faults"]] == ["grid-power"]
+    assert got["faults"][0]["zones"] == ["pangyo-a", "ansan-a"]
+    assert results.power_losses(power_journal(None))["unsynced_dropped"] is None
+    assert results.power_losses(journal_for({"lost": 0}, deviated=False)) is None
+    crash = power_journal({"bytes": 1, "files": 1})
+    crash["run"][0]["output"]["effect"]["drops_unsynced"] = False  # a crash keeps the page cache
+    assert results.power_losses(crash) is None
+
+
+def test_report_marks_power_loss_and_shows_dropped_bytes_per_experiment():
+    events = synthetic_history()
+    lossy = results.entry("grid", "experiments/grid.yaml", EXPERIMENT,
+                          power_journal({"bytes": 2_500_000, "files": 7}), 30.0)
+    unreported = results.entry("k8s-grid", "experiments/grid.yaml", EXPERIMENT,
+                               power_journal(None), 30.0)
+    calm = results.entry("calm", "experiments/calm.yaml", EXPERIMENT,
+                         journal_for({"lost": 0, "max_unavailable_s": 0.0}, False), 30.0)
+    page = render_html({"stack": "lazy-fsync", "experiments": [lossy, unreported, calm]},
+                       {"grid": events})
+    assert "2.4 MiB in 7 files" in page and "2500000 bytes" in page
+    assert "not simulated by the target" in page
+    assert "no power loss" in page
+    assert page.count("Power was cut") == 2  # the two power-loss experiments, not the calm one
+
+
+def test_power_loss_windows_are_hatched_and_link_faults_are_not():
+    for marker in ("grid-power", "site-power:pangyo", "zone-power:ansan-b"):
+        assert span_style(marker).get("hatch"), marker
+    for marker in ("zone-crash:ansan-b", "throttle:ansan<->pangyo", "partition:ansan<->pangyo"):
+        assert not span_style(marker).get("hatch"), marker
+    assert timeline_png(synthetic_history())[:8] == b"\x89PNG\r\n\x1a\n"

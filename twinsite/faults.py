@@ -218,6 +218,14 @@ class Effect:
         return out
 
 
+POWER_MARKERS = ("zone-power:", "site-power:", "grid-power")
+
+
+def is_power_marker(name: str) -> bool:
+    """Whether a history fault marker (Effect.marker) names a power loss (zone, site or grid)."""
+    return str(name).startswith(POWER_MARKERS)
+
+
 def valid_sites(topo: Topology) -> str:
     return ", ".join(s.name for s in topo.sites)
 
@@ -370,7 +378,7 @@ def fields_of(cls: type) -> list[tuple[str, type, object]]:
     return [(f.name, hints[f.name], f.default) for f in dataclasses.fields(cls)]
 
 
-__all__ = ["ALL", "Action", "BY_KIND", "Effect", "FAULTS", "Fault", "FaultError", "Heal",
+__all__ = ["ALL", "Action", "BY_KIND", "Effect", "FAULTS", "Fault", "FaultError", "Heal", "is_power_marker",
            "LinkPartition", "LinkShape", "Mode", "Restore", "SitePowerLoss", "ZoneOutage",
            "ZonePair", "all_links", "fields_of", "from_dict", "links_between", "resolve", "settle",
            "to_dict", "valid_names", "valid_sites", "zones_of"]

@@ -1,8 +1,9 @@
 """The drill report: one self-contained HTML page (opens offline, no external URL).
 
-Per experiment a timeline (acknowledged writes/s, errors/s, p99 latency; fault windows shaded),
-rendered with matplotlib and embedded as a base64 PNG, and a table of the checks: each
-tolerance of the experiment with the measured value. Inputs are the drill's summary entries
+Per experiment a timeline (acknowledged writes/s, errors/s, p99 latency; fault windows shaded,
+power-loss windows hatched), rendered with matplotlib and embedded as a base64 PNG; a table of
+what each power loss dropped of data never fsynced; and a table of the checks: each tolerance of
+the experiment with the measured value. Inputs are the drill's summary entries
 and each experiment's history; nothing here talks to the lab.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .checker import timeline
+from .faults import is_power_marker
 
 # the verdict numbers shown in the per-experiment table, in reading order
 VERDICT_ROWS = (
@@ -59,6 +61,15 @@ def fault_windows(events: Iterable[dict]) -> list[tuple[str, float, float | None
     return sorted(out, key=lambda w: w[1])
 
 
+FAULT_SPAN = {"color": "#f0a030", "alpha": 0.25}
+POWER_SPAN = {"facecolor": "#444", "alpha": 0.22, "hatch": "//", "edgecolor": "#222"}
+
+
+def span_style(marker: str) -> dict:
+    """Power off is dark and hatched, so it reads apart from link faults in the timeline."""
+    return POWER_SPAN if is_power_marker(marker) else FAULT_SPAN
+
+
 def timeline_png(events: list[dict], title: str = "", bucket_s: float = 1.0,
                  dpi: int = 80) -> bytes:
     """The timeline plot of one run as PNG bytes."""
@@ -85,11 +96,12 @@ def timeline_png(events: list[dict], title: str = "", bucket_s: float = 1.0,
     bottom.set_ylim(bottom=0)
     bottom.legend(loc="upper left", fontsize=7, framealpha=0.8)
     for i, (name, start, stop) in enumerate(fault_windows(events)):
+        power = is_power_marker(name)
         for ax in (top, bottom):
-            ax.axvspan(start, end if stop is None else stop, color="#f0a030", alpha=0.25,
-                       label=None)
-        top.text(start, top.get_ylim()[1] * (0.95 - 0.1 * i), f" {name}", fontsize=7,
-                 va="top", color="#8a5a00")
+            ax.axvspan(start, end if stop is None else stop, label=None, **span_style(name))
+        top.text(start, top.get_ylim()[1] * (0.95 - 0.1 * i),
+                 f" {name}" + (" (power off)" if power else ""), fontsize=7, va="top",
+                 color="#333" if power else "#8a5a00")
     for ax in (top, bottom):
         ax.set_xlim(0, end)
         ax.grid(alpha=0.3)
@@ -136,6 +148,42 @@ def _fmt(v) -> str:
 def _status_cell(status: str) -> str:
     ok = status == "passed"
     return f'<span class="{"pass" if ok else "fail"}">{html.escape(status.upper())}</span>'
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def dropped_text(power: dict | None) -> str:
+    """The summary cell: what the run's power losses dropped of data never fsynced."""
+    if not power:
+        return "no power loss"
+    total = power.get("unsynced_dropped")
+    if total is None:
+        return "not simulated by the target"
+    if not total["bytes"] and not total["files"]:
+        return "nothing (all synced)"
+    return f"{_bytes(total['bytes'])} in {total['files']} files"
+
+
+def _power_section(power: dict | None) -> str:
+    if not power:
+        return ""
+    rows = []
+    for f in power["faults"]:
+        d = f.get("unsynced_dropped")
+        what = ("not simulated by the target" if d is None else
+                f"{_bytes(int(d['bytes']))} ({int(d['bytes'])} bytes) in {int(d['files'])} files")
+        rows.append(f"<tr><td>{html.escape(str(f.get('marker')))}</td>"
+                    f"<td>{html.escape(', '.join(f.get('zones') or []))}</td>"
+                    f"<td>{html.escape(str(f.get('start') or ''))}</td><td>{what}</td></tr>")
+    return ("<p>Power was cut (hatched in the timeline). A power loss forgets every write the "
+            "servers never fsynced; what it dropped:</p><table><tr><th>power loss</th><th>zones"
+            "</th><th>at</th><th>unsynced data dropped</th></tr>" + "".join(rows) + "</table>")
 
 
 def _checks_table(checks: list[dict]) -> str:
@@ -186,10 +234,12 @@ def summary_table(experiments: list[dict]) -> str:
             f"<td class=num>{_fmt(v.get('lost'))}</td>"
             f"<td class=num>{_fmt(v.get('duplicates'))}</td>"
             f"<td class=num>{_fmt(v.get('max_unavailable_s'))}</td>"
-            f"<td class=num>{_fmt(v.get('p99_during_ms'))}</td><td>{html.escape(failed)}</td></tr>")
+            f"<td class=num>{_fmt(v.get('p99_during_ms'))}</td>"
+            f"<td>{html.escape(dropped_text(x.get('power_loss')))}</td>"
+            f"<td>{html.escape(failed)}</td></tr>")
     return ("<table><tr><th>experiment</th><th>status</th><th>duration s</th><th>acked</th>"
             "<th>failed (client knows)</th><th>lost</th><th>duplicates</th><th>max unavailable s</th><th>p99 during ms</th>"
-            "<th>failed check</th></tr>" + "".join(rows) + "</table>")
+            "<th>unsynced data dropped</th><th>failed check</th></tr>" + "".join(rows) + "</table>")
 
 
 def render_html(summary: dict, histories: dict[str, list[dict]]) -> str:
@@ -229,6 +279,7 @@ def render_html(summary: dict, histories: dict[str, list[dict]]) -> str:
             parts.append(f'<p><img alt="timeline of {html.escape(name)}" src="{data_uri(png)}"></p>')
         else:
             parts.append("<p class=muted>no history recorded</p>")
+        parts.append(_power_section(x.get("power_loss")))
         parts.append(_checks_table(x.get("checks") or []))
         if x.get("verdict"):
             parts.append(_verdict_table(x["verdict"]))

@@ -400,19 +400,27 @@ def say(msg: str) -> None:
 
 def terminal_table(exps: list[dict]) -> str:
     head = ("experiment", "status", "time s", "acked", "failed", "lost", "dup", "unavail s",
-            "p99 fault ms", "failed check")
+            "p99 fault ms", "unsynced dropped", "failed check")
     rows = [head]
     for x in exps:
         v = x.get("verdict") or {}
         rows.append((x["name"], x["status"].upper(), f"{x['duration_s']:.0f}",
                      str(v.get("acked", "–")), str(v.get("failed", "–")), str(v.get("lost", "–")),
                      str(v.get("duplicates", "–")), _num(v.get("max_unavailable_s")),
-                     _num(v.get("p99_during_ms")),
+                     _num(v.get("p99_during_ms")), _dropped(x.get("power_loss")),
                      "; ".join(x.get("failed_checks") or []) or (x.get("error") or "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _dropped(power: dict | None) -> str:
+    """Compact: – (no power loss), ? (the target cannot drop page caches), else bytes/files."""
+    total = (power or {}).get("unsynced_dropped")
+    if not power:
+        return "–"
+    return "?" if total is None else f"{total['bytes']} B/{total['files']} files"
 
 
 def _num(v) -> str:

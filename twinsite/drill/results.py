@@ -97,6 +97,28 @@ def status_of(journal: dict | None) -> str:
     return "passed"
 
 
+def power_losses(journal: dict | None) -> dict | None:
+    """What the run's power faults (method and rollbacks) did to unsynced data: one row per power
+    loss (marker, zones, when, the target's `unsynced_dropped` report or None when the target
+    cannot drop page caches, e.g. Kubernetes) and the totals. None: the run cut no power."""
+    rows = []
+    for r in ((journal or {}).get("run") or []) + ((journal or {}).get("rollbacks") or []):
+        out = r.get("output") if isinstance(r, dict) else None
+        effect = out.get("effect") if isinstance(out, dict) else None
+        if not isinstance(effect, dict) or not effect.get("drops_unsynced") or out.get("dry_run"):
+            continue
+        done = out.get("done") if isinstance(out.get("done"), dict) else {}
+        dropped = done.get("unsynced_dropped")
+        rows.append({"marker": effect.get("marker"), "zones": effect.get("zones") or [],
+                     "start": r.get("start"), "unsynced_dropped": dropped})
+    if not rows:
+        return None
+    reported = [x["unsynced_dropped"] for x in rows if isinstance(x["unsynced_dropped"], dict)]
+    total = ({"bytes": sum(int(d.get("bytes", 0)) for d in reported),
+              "files": sum(int(d.get("files", 0)) for d in reported)} if reported else None)
+    return {"faults": rows, "unsynced_dropped": total}
+
+
 def entry(name: str, file: str, experiment: dict, journal: dict | None, duration_s: float,
           verdict: dict | None = None, error: str | None = None) -> dict:
     """The summary.json entry of one experiment."""
@@ -118,5 +140,6 @@ def entry(name: str, file: str, experiment: dict, journal: dict | None, duration
         "verdict": verdict,
         "checks": checks,
         "failed_checks": failed,
+        "power_loss": power_losses(journal),
         "error": error,
     }
