@@ -51,6 +51,7 @@ def test_terminal_table_and_latest(tmp_path):
                          "p99_during_ms": 480.0}},
             {"name": "site-power-cut", "status": "deviated", "duration_s": 33.0,
              "failed_checks": ["writes-unavailable-at-most-12s"],
+             "power_loss": {"faults": [], "unsynced_dropped": {"bytes": 4096, "files": 2}},
              "verdict": {"acked": 2000, "lost": 0, "duplicates": 0, "max_unavailable_s": 21.7,
                          "p99_during_ms": 9000.0}}]
     table = cli.terminal_table(exps)
@@ -58,6 +59,7 @@ def test_terminal_table_and_latest(tmp_path):
     assert lines[0].split()[:2] == ["experiment", "status"]
     assert "PASSED" in lines[2] and "3100" in lines[2] and "2.2" in lines[2]
     assert "DEVIATED" in lines[3] and "writes-unavailable-at-most-12s" in lines[3]
+    assert "4096 B/2 files" in lines[3] and "B/" not in lines[2]  # no power loss: no bytes
     out = tmp_path / "20260101-000000"
     out.mkdir()
     (out / "summary.json").write_text(json.dumps({"experiments": exps}))
