@@ -1,6 +1,6 @@
 """A stretched NATS JetStream cluster as local processes: one `nats-server` per zone of a topology.
 
-Used by the test suite (direct routes) and by the lab (routes through the link fabric, via
+Used by the test suite (direct routes, open unless `security` is given) and by the lab (routes through the link fabric, via
 `route_address`). Ports are chosen free on loopback; every server is a child that dies with us.
 With `lazy_stores`, every store_dir is a lazy store (twinsite/lab/lazystore.py): `power_loss`
 then takes back what the server never fsynced, as a real power cut would.
@@ -63,6 +63,9 @@ class LocalNatsCluster:
     nodes: dict[str, NatsNode] = field(default_factory=dict)
     lazy_stores: bool = False
     stores: object | None = None  # lazystore.LazyStores once mounted
+    # zone -> natsconf.Security (users, route credentials, TLS); None: an open cluster, which only
+    # the test suite runs (the lab always sets it: twinsite/lab/credentials.py)
+    security: Callable[[str], natsconf.Security] | None = None
 
     def __post_init__(self):
         self.base_dir = Path(self.base_dir)
@@ -93,6 +96,7 @@ class LocalNatsCluster:
             http_listen=f"{HOST}:{n.http_port}",
             store_dir=str(n.store_dir),
             routes=tuple(self._route(zone, other) for other in self.nodes if other != zone),
+            security=self.security(zone) if self.security else None,
         )
 
     def write_configs(self) -> None:
