@@ -9,6 +9,7 @@ then takes back what the server never fsynced, as a real power cut would.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,14 @@ class NatsNode:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def write_config(self, text: str) -> None:
+        """Mode 0600 before a byte is written: the config may carry the route password."""
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
 
     def monitor(self, path: str, timeout: float = 1.0) -> dict:
         with urllib.request.urlopen(self.monitor_url + path, timeout=timeout) as r:
@@ -101,8 +110,7 @@ class LocalNatsCluster:
 
     def write_configs(self) -> None:
         for zone, n in self.nodes.items():
-            n.config_path.parent.mkdir(parents=True, exist_ok=True)
-            n.config_path.write_text(natsconf.server_config(self.topo, self.plan(zone)))
+            n.write_config(natsconf.server_config(self.topo, self.plan(zone)))
 
     # --- lifecycle -------------------------------------------------------------------------------
 

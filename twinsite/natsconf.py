@@ -79,8 +79,10 @@ def gateway_permissions(streams, subject_prefix: str = "talk.room") -> Permissio
         subscribe=(f"{subject_prefix}.*.*", f"{GATEWAY_INBOX}.>"))
 
 
-# twinsite's own tools: leader moves and health (chaos drivers), the lab's probe stream, benches
-OPS_PERMISSIONS = Permissions(publish=(f"{API}.>", "_lab.>"), subscribe=("_INBOX.>",))
+# twinsite's own tools: leader moves and health (chaos drivers), the lab's probe stream and
+# measurements (`_lab.>`), benches. Not the rooms: only gateways write and read messages.
+OPS_PERMISSIONS = Permissions(publish=(f"{API}.>", "_lab.>", "_INBOX.>"),
+                              subscribe=("_INBOX.>", "_lab.>"))
 
 
 def _security_doc(sec: Security) -> dict:
