@@ -90,3 +90,10 @@ def make(d: Path, servers, days: int = 30) -> LabPki:
         out[name] = ServerCert(_write(d / f"{name}.crt", _pem(cert), 0o644),
                                _write(d / f"{name}.key", _pem_key(key), 0o600))
     return LabPki(ca_file, out)
+
+
+def secret_data(p: LabPki, server: str) -> dict[str, str]:
+    """One server's material in a Kubernetes TLS Secret's layout (tls.crt, tls.key, ca.crt)."""
+    cert = p.servers[server]
+    return {"tls.crt": Path(cert.cert_file).read_text(), "tls.key": Path(cert.key_file).read_text(),
+            "ca.crt": Path(p.ca_file).read_text()}
