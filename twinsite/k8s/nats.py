@@ -58,6 +58,25 @@ def route_targets(topo: Topology, from_zone: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def tls_dns_names(topo: Topology) -> tuple[str, ...]:
+    """Every name a client or a dialling route checks the servers' certificate against (the
+    stack's natsTlsSecret must cover them all: one certificate serves every zone)."""
+    ns = topo.kubernetes.namespace
+    names = [client_address(z.name, ns).rsplit(":", 1)[0] for z in topo.zones]
+    for z in topo.zones:
+        names += [a.rsplit(":", 1)[0] for a in route_targets(topo, z.name)]
+    return tuple(n for n in dict.fromkeys(names) if not _is_ip(n))  # IPs need IP SANs instead
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
 def zone_security(topo: Topology) -> natsconf.Security:
     """The lab's users and permissions (`twinsite.natsconf`), with secrets left as placeholders the
     entrypoint fills in from Secret-backed env vars: nothing secret is in the ConfigMap."""

@@ -60,8 +60,9 @@ def _pem_key(key) -> bytes:
                              serialization.NoEncryption())
 
 
-def make(d: Path, servers, days: int = 30) -> LabPki:
-    """A fresh CA and a certificate per server name into `d` (created mode 0700)."""
+def make(d: Path, servers, days: int = 30, extra_dns=()) -> LabPki:
+    """A fresh CA and a certificate per server name into `d` (created mode 0700); `extra_dns`:
+    more DNS names in every certificate (the in-cluster names, for the sandbox)."""
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o700)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -77,7 +78,7 @@ def make(d: Path, servers, days: int = 30) -> LabPki:
     for name in servers:
         key = ec.generate_private_key(ec.SECP256R1())
         sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
-                x509.DNSName(name)]
+                x509.DNSName(name)] + [x509.DNSName(n) for n in extra_dns]
         cert = _sign(x509.CertificateBuilder().subject_name(_name(name))
                      .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                      .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
