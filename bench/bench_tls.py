@@ -78,7 +78,8 @@ def main() -> None:
                                    (sum(map(bg._cpu_seconds, pids)) - s0) * per))
                     rates[m].append(ok / bg.SECONDS)
                     print(f"round {r + 1} {m:9s} {ok / bg.SECONDS:7.0f} acked msgs/s (failed "
-                          f"{failed}, p50 {bg._pct(lat, .5):.1f} ms, p99 {bg._pct(lat, .99):.1f} ms, "
+                          f"{failed}, p50 {bg._pct(lat, .5):.1f} ms, "
+                          f"p99 {bg._pct(lat, .99):.1f} ms, "
                           f"CPU/msg gateway {cpu[m][-1][0]:.3f} ms, servers {cpu[m][-1][1]:.3f} ms)",
                           flush=True)
             med = {m: statistics.median(v) for m, v in rates.items()}

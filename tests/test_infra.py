@@ -210,7 +210,8 @@ def test_a_rendered_kubernetes_config_authenticates_for_real(runs, tmp_path):
     port, route_port, http_port = procs.free_ports(3)
     for role, token in common.HASH_TOKENS.items():
         conf = conf.replace(token, stable_bcrypt(f"{role}-pw", role))
-    conf = (conf.replace(common.ROUTE_PASSWORD_TOKEN, "r0ute").replace(common.NATS_TLS_DIR, str(tls))
+    conf = (conf.replace(common.ROUTE_PASSWORD_TOKEN, "r0ute")
+            .replace(common.NATS_TLS_DIR, str(tls))
             .replace('"/data/jetstream"', f'"{tmp_path / "js"}"').replace("0.0.0.0", "127.0.0.1")
             .replace(f":{common.CLIENT_PORT}", f":{port}").replace("port: 4222", f"port: {port}")
             .replace(f"127.0.0.1:{common.ROUTE_PORT}", f"127.0.0.1:{route_port}")

@@ -1,7 +1,8 @@
 """A stretched NATS JetStream cluster as local processes: one `nats-server` per zone of a topology.
 
-Used by the test suite (direct routes, open unless `security` is given) and by the lab (routes through the link fabric, via
-`route_address`). Ports are chosen free on loopback; every server is a child that dies with us.
+Used by the test suite (direct routes; open unless `security` is given) and by the lab (routes
+through the link fabric, via `route_address`; always `security`). Ports are chosen free on
+loopback; every server is a child that dies with us.
 With `lazy_stores`, every store_dir is a lazy store (twinsite/lab/lazystore.py): `power_loss`
 then takes back what the server never fsynced, as a real power cut would.
 """

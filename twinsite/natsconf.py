@@ -75,7 +75,8 @@ def gateway_permissions(streams, subject_prefix: str = "talk.room") -> Permissio
     calls = ("STREAM.INFO", "STREAM.CREATE", "STREAM.MSG.GET", "DIRECT.GET",
              "STREAM.LEADER.STEPDOWN")  # the last: the balancer's leader moves
     return Permissions(
-        publish=(f"{subject_prefix}.*.*",) + tuple(f"{API}.{c}.{s}" for c in calls for s in streams),
+        publish=(f"{subject_prefix}.*.*",)
+        + tuple(f"{API}.{c}.{s}" for c in calls for s in streams),
         subscribe=(f"{subject_prefix}.*.*", f"{GATEWAY_INBOX}.>"))
 
 

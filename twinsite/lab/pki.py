@@ -80,7 +80,8 @@ def make(d: Path, servers, days: int = 30, extra_dns=()) -> LabPki:
         sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
                 x509.DNSName(name)] + [x509.DNSName(n) for n in extra_dns]
         cert = _sign(x509.CertificateBuilder().subject_name(_name(name))
-                     .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                     .add_extension(x509.BasicConstraints(ca=False, path_length=None),
+                                    critical=True)
                      .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
                                                   False, False), critical=True)
                      .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,

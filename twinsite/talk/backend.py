@@ -63,7 +63,7 @@ class Settings:
     ready_timeout_s: float = 0.75
     balancer: object = None  # a shards.BalancePolicy (+ topology) when this gateway balances leaders
     topology: object = None
-    nats_auth: object = None  # a natsclient.NatsAuth (user, password, CA); None: an open test cluster
+    nats_auth: object = None  # a natsclient.NatsAuth (user, password, CA); None: open test cluster
     inbox_prefix: str = natsconf.GATEWAY_INBOX  # the gateway user may subscribe only below it
 
     @classmethod

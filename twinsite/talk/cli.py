@@ -59,7 +59,8 @@ def _nats_auth(args):
             return None, f"--nats-password-file: {e}"
     password = os.environ.get("TWINSITE_NATS_PASSWORD", "")
     if not password:
-        return None, "--nats-user: no password (give --nats-password-file or TWINSITE_NATS_PASSWORD)"
+        return None, ("--nats-user: no password (give --nats-password-file or "
+                      "TWINSITE_NATS_PASSWORD)")
     return NatsAuth(args.nats_user, password, args.nats_ca), None
 
 
