@@ -10,6 +10,7 @@ import pytest
 
 from twinsite import capacity, natsconf, procs, topology
 from twinsite.k8s import common, mockrun
+from twinsite.k8s.password import stable_bcrypt
 from twinsite.k8s.site import NatsCredentials
 
 STACKS = ("lab", "fragile", "example-prod")
@@ -100,7 +101,10 @@ def test_every_server_routes_to_every_other_server_across_sites(runs, stack):
                 assert addr.endswith(".svc.cluster.local:6222")  # same cluster: pod DNS
             elif z.route_address:
                 assert addr == z.route_address  # other cluster: the declared address
-        assert "password: $NATS_ROUTE_PASSWORD" in conf and "password: $NATS_PASSWORD" in conf
+        assert "password: $NATS_ROUTE_PASSWORD" in conf  # routes authenticated
+        for role, token in common.HASH_TOKENS.items():  # client users: bcrypt hashes at start
+            assert f'user: "{role}"\n      password: "{token}"' in conf
+        assert conf.count('ca_file: "/etc/nats-tls/ca.crt"') == 2  # clients and routes over TLS
 
 
 def _workloads(res):
@@ -161,8 +165,8 @@ def test_secrets_are_secret_outputs(runs, stack):
 def test_credentials_component_outputs_are_secret():
     def program():
         cred = NatsCredentials("creds")
-        return pulumi.Output.all(cred.client_password.is_secret(), cred.route_password.is_secret(),
-                                 cred.client_password)
+        return pulumi.Output.all(cred.gateway_password.is_secret(), cred.route_password.is_secret(),
+                                 cred.gateway_password)
 
     _, (client_secret, route_secret, value) = mockrun.run_callable(program, "unit")
     assert client_secret is True and route_secret is True
@@ -181,18 +185,79 @@ def test_network_policies_default_deny_then_allow(runs):
         assert ("allow-clients-to-gateway" in pols) == s.is_primary
 
 
+def _tls_dir(d: Path) -> Path:
+    """A TLS Secret's files as the pods mount them (certificate for 127.0.0.1 from a fresh CA)."""
+    from twinsite.lab import pki
+    d.mkdir(parents=True)
+    for name, text in pki.secret_data(pki.make(d / "src", ["nats"]), "nats").items():
+        (d / name).write_text(text)
+    return d
+
+
+def test_a_rendered_kubernetes_config_authenticates_for_real(runs, tmp_path):
+    """One server started from the program's nats.conf, secrets filled in as the entrypoint does:
+    the gateway and ops users get in over TLS with their passwords (the program's bcrypt hashes
+    are what nats-server checks), a wrong password and a plain-TCP client do not."""
+    import asyncio
+
+    import nats
+
+    from twinsite.natsclient import NatsAuth
+    topo, res = runs["lab"]
+    conf = next(body(r)["data"]["nats.conf"] for r in k8s(res, "ConfigMap")
+                if body(r)["metadata"]["name"] == "nats-pangyo-a-config")
+    tls = _tls_dir(tmp_path / "tls")
+    port, route_port, http_port = procs.free_ports(3)
+    for role, token in common.HASH_TOKENS.items():
+        conf = conf.replace(token, stable_bcrypt(f"{role}-pw", role))
+    conf = (conf.replace(common.ROUTE_PASSWORD_TOKEN, "r0ute")
+            .replace(common.NATS_TLS_DIR, str(tls))
+            .replace('"/data/jetstream"', f'"{tmp_path / "js"}"').replace("0.0.0.0", "127.0.0.1")
+            .replace(f":{common.CLIENT_PORT}", f":{port}").replace("port: 4222", f"port: {port}")
+            .replace(f"127.0.0.1:{common.ROUTE_PORT}", f"127.0.0.1:{route_port}")
+            .replace(f"127.0.0.1:{common.MONITOR_PORT}", f"127.0.0.1:{http_port}")
+            .replace('"/var/run/nats/nats.pid"', f'"{tmp_path / "pid"}"'))
+    (tmp_path / "nats.conf").write_text(conf)
+    p = procs.spawn([procs.nats_server_binary(), "-c", str(tmp_path / "nats.conf")],
+                    log=tmp_path / "nats.log", env=dict(os.environ, NATS_ROUTE_PASSWORD="r0ute"))
+    url = f"nats://127.0.0.1:{port}"
+
+    async def connects(**opts) -> bool:
+        try:
+            nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0,
+                                    connect_timeout=3, **opts)
+        except Exception:  # noqa: BLE001 - refused, whichever way nats-py says it
+            return False
+        await nc.close()
+        return True
+    try:
+        procs.wait_until(lambda: procs.http_status(f"http://127.0.0.1:{http_port}/varz") == 200,
+                         30, what="nats-server from the rendered config")
+        ca = str(tls / "ca.crt")
+        for role in common.HASH_TOKENS:
+            assert asyncio.run(connects(**NatsAuth(role, f"{role}-pw", ca).options())), role
+            assert not asyncio.run(connects(**NatsAuth(role, "wrong", ca).options())), role
+        assert not asyncio.run(connects(user="gateway", password="gateway-pw"))  # plain TCP
+    finally:
+        procs.reap(p)
+
+
 def test_rendered_nats_configs_are_accepted_by_nats_server(runs, tmp_path):
     """The real nats-server parses every generated config (secrets from the environment)."""
     topo, res = runs["example-prod"]
-    env = dict(os.environ, NATS_PASSWORD="p4ss", NATS_ROUTE_PASSWORD="r0ute")
+    pki_dir = _tls_dir(tmp_path / "tls")
+    env = dict(os.environ, NATS_ROUTE_PASSWORD="r0ute")
     confs = [body(r)["data"]["nats.conf"] for r in k8s(res, "ConfigMap")
              if "nats.conf" in body(r).get("data", {})]
     assert len(confs) == len(topo.zones)
     for i, conf in enumerate(confs):
         path = tmp_path / f"{i}.conf"
         # what the container's entrypoint does, with a store dir this machine can write
+        for token in common.HASH_TOKENS.values():
+            conf = conf.replace(token, stable_bcrypt("p4ss", token))
         path.write_text(conf.replace(common.ROUTE_PASSWORD_TOKEN, "r0ute")
-                        .replace('"/data/jetstream"', f'"{tmp_path / str(i)}"'))
+                        .replace('"/data/jetstream"', f'"{tmp_path / str(i)}"')
+                        .replace(common.NATS_TLS_DIR, str(pki_dir)))
         out = subprocess.run([procs.nats_server_binary(), "-t", "-c", str(path)], env=env,
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr + out.stdout

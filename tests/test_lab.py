@@ -159,13 +159,16 @@ def cross_site_rtt_ms(st: dict, src_zone: str, dst_zone: str, n: int = 5) -> flo
 
     import nats
 
+    from twinsite.lab.credentials import client_auth
+
     url = {x["zone"]: x["url"] for x in nodes(st, "nats")}
+    auth = client_auth(st).options()  # the lab's operations user, over TLS
 
     async def measure() -> float:
-        a = await nats.connect(url[src_zone])
-        b = await nats.connect(url[dst_zone])
+        a = await nats.connect(url[src_zone], **auth)
+        b = await nats.connect(url[dst_zone], **auth)
         try:
-            subject = f"lab.rtt.{uuid.uuid4().hex}"
+            subject = f"_lab.rtt.{uuid.uuid4().hex}"
 
             async def echo(msg):
                 await msg.respond(msg.data)

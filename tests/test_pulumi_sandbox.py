@@ -33,8 +33,19 @@ def test_pulumi_up_preview_destroy_on_the_sandbox(tools, sandbox, tmp_path):  # 
     ws.env["KUBECONFIG"] = str(sandbox.kubeconfig)
     try:
         ws.run("stack", "init", "lab")
+        # The stack's natsTlsSecret, from a CA made here for the in-cluster names (on a real
+        # cluster cert-manager would keep it); the program writes it into each site.
+        from twinsite import topology
+        from twinsite.k8s.nats import tls_dns_names
+        from twinsite.lab import pki
+        topo = topology.load_stack("lab")
+        material = pki.secret_data(pki.make(tmp_path / "nats-pki", ["nats"],
+                                            extra_dns=tls_dns_names(topo)), "nats")
+        keys = {"tls.crt": "natsTlsCert", "tls.key": "natsTlsKey", "ca.crt": "natsTlsCa"}
+        ws.run("config", "set-all", "-s", "lab",
+               *(a for k, v in material.items() for a in ("--secret", f"twinsite:{keys[k]}={v}")))
         up = ws.run("up", "-s", "lab", "--yes", "--skip-preview")
-        assert "89 created" in up.stdout, up.stdout[-2000:]
+        assert "92 created" in up.stdout, up.stdout[-2000:]
         for site in sandbox.contexts:
             api = core(sandbox, site)
             zone = {n.metadata.name: n.metadata.labels["topology.kubernetes.io/zone"]
@@ -46,8 +57,13 @@ def test_pulumi_up_preview_destroy_on_the_sandbox(tools, sandbox, tmp_path):  # 
                     assert p.metadata.name == f"nats-{zone[p.spec.node_name]}-0"
             gateways = [p for p in pods if p.metadata.name.startswith("talk-gateway")]
             assert bool(gateways) == (site != "witness")
+            tls = api.read_namespaced_secret(topo.kubernetes.nats_tls_secret, "twinsite")
+            assert tls.type == "kubernetes.io/tls" and set(tls.data) == set(keys)
+            for p in pods:  # every NATS server and client mounts that Secret (clients: the CA)
+                assert topo.kubernetes.nats_tls_secret in {
+                    v.secret.secret_name for v in p.spec.volumes if v.secret}, p.metadata.name
         again = ws.run("preview", "-s", "lab", "--expect-no-changes")
-        assert "89 unchanged" in again.stdout, again.stdout[-2000:]
+        assert "92 unchanged" in again.stdout, again.stdout[-2000:]
     finally:
         ws.run("destroy", "-s", "lab", "--yes", check=False)
     for site in sandbox.contexts:

@@ -1,7 +1,8 @@
 """A stretched NATS JetStream cluster as local processes: one `nats-server` per zone of a topology.
 
-Used by the test suite (direct routes) and by the lab (routes through the link fabric, via
-`route_address`). Ports are chosen free on loopback; every server is a child that dies with us.
+Used by the test suite (direct routes; open unless `security` is given) and by the lab (routes
+through the link fabric, via `route_address`; always `security`). Ports are chosen free on
+loopback; every server is a child that dies with us.
 With `lazy_stores`, every store_dir is a lazy store (twinsite/lab/lazystore.py): `power_loss`
 then takes back what the server never fsynced, as a real power cut would.
 """
@@ -9,6 +10,7 @@ then takes back what the server never fsynced, as a real power cut would.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -47,6 +49,14 @@ class NatsNode:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def write_config(self, text: str) -> None:
+        """Mode 0600 before a byte is written: the config may carry the route password."""
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
     def monitor(self, path: str, timeout: float = 1.0) -> dict:
         with urllib.request.urlopen(self.monitor_url + path, timeout=timeout) as r:
             return json.loads(r.read())
@@ -63,6 +73,9 @@ class LocalNatsCluster:
     nodes: dict[str, NatsNode] = field(default_factory=dict)
     lazy_stores: bool = False
     stores: object | None = None  # lazystore.LazyStores once mounted
+    # zone -> natsconf.Security (users, route credentials, TLS); None: an open cluster, which only
+    # the test suite runs (the lab always sets it: twinsite/lab/credentials.py)
+    security: Callable[[str], natsconf.Security] | None = None
 
     def __post_init__(self):
         self.base_dir = Path(self.base_dir)
@@ -93,12 +106,12 @@ class LocalNatsCluster:
             http_listen=f"{HOST}:{n.http_port}",
             store_dir=str(n.store_dir),
             routes=tuple(self._route(zone, other) for other in self.nodes if other != zone),
+            security=self.security(zone) if self.security else None,
         )
 
     def write_configs(self) -> None:
         for zone, n in self.nodes.items():
-            n.config_path.parent.mkdir(parents=True, exist_ok=True)
-            n.config_path.write_text(natsconf.server_config(self.topo, self.plan(zone)))
+            n.write_config(natsconf.server_config(self.topo, self.plan(zone)))
 
     # --- lifecycle -------------------------------------------------------------------------------
 

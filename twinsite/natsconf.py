@@ -27,6 +27,78 @@ class ServerPlan:
     http_listen: str | None = None  # monitoring endpoint (healthz, jsz, varz)
     server_name: str | None = None  # defaults to the zone name
     extra: Mapping[str, object] = field(default_factory=dict)
+    security: "Security | None" = None  # users, route credentials, TLS (None: an open test cluster)
+
+
+# --- who may connect (one home for the roles, used by the lab and the Pulumi program) -----------
+
+GATEWAY_USER, OPS_USER, ROUTE_USER = "gateway", "ops", "route"
+GATEWAY_INBOX = "_INBOX.talk"  # the gateways' reply subjects: nobody else's replies are theirs
+API = "$JS.API"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    password: str  # what the server compares: a bcrypt hash ($2a$/$2b$), or Raw("$ENV_VAR")
+    permissions: Permissions | None = None  # None: everything
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Server certificate, key and the CA that signed every server (routes verify each other)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class Security:
+    users: tuple[User, ...]
+    route_password: str  # what a server accepts from a dialling peer (bcrypt hash or Raw env ref)
+    route_url_password: str  # what it presents when it dials: plaintext, URL-safe
+    tls: Tls | None = None
+    route_user: str = ROUTE_USER
+
+
+def gateway_permissions(streams, subject_prefix: str = "talk.room") -> Permissions:
+    """Exactly what `twinsite.talk` (backend + balancer) sends: publishes to its rooms, these
+    JetStream API calls on its own shard streams, subscriptions to its rooms and its inboxes."""
+    calls = ("STREAM.INFO", "STREAM.CREATE", "STREAM.MSG.GET", "DIRECT.GET",
+             "STREAM.LEADER.STEPDOWN")  # the last: the balancer's leader moves
+    return Permissions(
+        publish=(f"{subject_prefix}.*.*",)
+        + tuple(f"{API}.{c}.{s}" for c in calls for s in streams),
+        subscribe=(f"{subject_prefix}.*.*", f"{GATEWAY_INBOX}.>"))
+
+
+# twinsite's own tools: leader moves and health (chaos drivers), the lab's probe stream and
+# measurements (`_lab.>`), benches. Not the rooms: only gateways write and read messages.
+OPS_PERMISSIONS = Permissions(publish=(f"{API}.>", "_lab.>", "_INBOX.>"),
+                              subscribe=("_INBOX.>", "_lab.>"))
+
+
+def _security_doc(sec: Security) -> dict:
+    def user(u: User) -> dict:
+        d: dict[str, object] = {"user": u.name, "password": u.password}
+        if u.permissions is not None:
+            d["permissions"] = {"publish": {"allow": list(u.permissions.publish)},
+                                "subscribe": {"allow": list(u.permissions.subscribe)}}
+        return d
+    return {"authorization": {"users": [user(u) for u in sec.users], "timeout": 2}}
+
+
+def _tls_doc(t: Tls) -> dict:
+    return {"cert_file": t.cert_file, "key_file": t.key_file, "ca_file": t.ca_file,
+            "timeout": t.timeout_s}
 
 
 class Raw(str):
@@ -95,6 +167,17 @@ def server_document(topo: Topology, plan: ServerPlan) -> dict:
     }
     if plan.http_listen:
         doc["http"] = plan.http_listen
+    sec = plan.security
+    if sec is not None:
+        doc.update(_security_doc(sec))
+        cluster = doc["cluster"]
+        cluster["authorization"] = {"user": sec.route_user, "password": sec.route_password,
+                                    "timeout": 2}
+        cluster["routes"] = [f"nats-route://{sec.route_user}:{sec.route_url_password}@{r}"
+                             for r in plan.routes]
+        if sec.tls is not None:
+            doc["tls"] = _tls_doc(sec.tls)
+            cluster["tls"] = _tls_doc(sec.tls)  # routes: mutual TLS (nats-server always verifies)
     doc.update(plan.extra)
     return doc
 

@@ -125,6 +125,9 @@ class Kubernetes:
     gateway_cpu: str = "1"
     gateway_memory: str = "512Mi"
     gateway_port: int = 8080
+    # The Kubernetes Secret (namespace above; keys tls.crt, tls.key, ca.crt: cert-manager's
+    # layout) with the NATS servers' TLS certificate: clients and routes are TLS, always.
+    nats_tls_secret: str = "nats-tls"
 
 
 @dataclass(frozen=True)
@@ -488,7 +491,15 @@ def _kubernetes(r: _Reader) -> Kubernetes:
         gateway_cpu=str(r.get(raw, "gatewayCpu", p, "str", d.gateway_cpu)),
         gateway_memory=r.get(raw, "gatewayMemory", p, "str", d.gateway_memory),
         gateway_port=r.get(raw, "gatewayPort", p, "int", d.gateway_port, minimum=1),
+        nats_tls_secret=_secret_name(r, r.get(raw, "natsTlsSecret", p, "str", d.nats_tls_secret),
+                                     f"{p}.natsTlsSecret"),
     )
+
+
+def _secret_name(r: _Reader, name: str, key: str) -> str:
+    if len(name) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
+        raise r.fail(key, f"'{name}' is not a Secret name (a DNS subdomain: a-z, 0-9, '-', '.')")
+    return name
 
 
 def _operations(r: _Reader, sites: tuple[Site, ...]) -> tuple[OpsTool, ...]:

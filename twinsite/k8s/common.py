@@ -16,14 +16,18 @@ CAPACITY_ANN = "twinsite.io/capacity-msgs-per-s"
 SURGE_ANN = "twinsite.io/surge-peak-msgs-per-s"
 
 CLIENT_PORT, ROUTE_PORT, MONITOR_PORT = 4222, 6222, 8222
-NATS_USER, ROUTE_USER = "twinsite", "route"
-CREDENTIALS_SECRET = "nats-credentials"
+CREDENTIALS_SECRET = "nats-credentials"  # per role: <role>-user, <role>-password (+ -bcrypt)
+NATS_TLS_DIR = "/etc/nats-tls"  # the servers' mount of topology.kubernetes.nats_tls_secret
+NATS_CA_DIR = "/etc/nats-ca"  # the clients' mount of its ca.crt alone (never the server key)
 MESSAGING_CONFIGMAP = "twinsite-messaging"
 STACK_CONFIGMAP = "twinsite-stack"
 STACK_DIR = "/etc/twinsite"  # the gateway's working directory: Pulumi.yaml + Pulumi.<stack>.yaml
 # Route URLs carry the route password; nats.conf cannot expand a variable inside a string, so the
-# container's entrypoint substitutes this token from the Secret-backed env var at start.
+# container's entrypoint substitutes this token from the Secret-backed env var at start. The users'
+# bcrypt hashes are substituted the same way: nats.conf would re-parse a `$VAR` whose value is
+# "$2b$..." as another variable reference.
 ROUTE_PASSWORD_TOKEN = "__NATS_ROUTE_PASSWORD__"
+HASH_TOKENS = {"gateway": "__NATS_GATEWAY_BCRYPT__", "ops": "__NATS_OPS_BCRYPT__"}
 
 
 def labels(name: str, instance: str, component: str, site: str, role: str,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .. import natsconf
 from ..capacity import CapacityPlan
 from ..topology import OpsTool, Site, Topology
 from . import common as c
@@ -32,10 +33,24 @@ def spread(sel: dict, zones: tuple[str, ...] | None) -> dict:
 
 
 def nats_urls(topo: Topology, site: Site) -> str:
-    """The topology's preference (`Topology.gateway_nats_zones`), as the lab uses it."""
+    """The topology's preference (`Topology.gateway_nats_zones`), as the lab uses it. No
+    credentials in URLs (argv is visible to `ps`): the password comes from the environment."""
     ns = topo.kubernetes.namespace
-    return ",".join(f"nats://{c.NATS_USER}:$(NATS_PASSWORD)@{client_address(z, ns)}"
-                    for z in topo.gateway_nats_zones(site.name))
+    return ",".join(f"nats://{client_address(z, ns)}" for z in topo.gateway_nats_zones(site.name))
+
+
+def nats_client_env(role: str) -> list[dict]:
+    """A NATS client's user and password (`talk serve` reads TWINSITE_NATS_*) from the Secret."""
+    return [{"name": "TWINSITE_NATS_USER", "value": role},
+            {"name": "TWINSITE_NATS_PASSWORD", "value_from": {"secret_key_ref": {
+                "name": c.CREDENTIALS_SECRET, "key": f"{role}-password"}}},
+            {"name": "TWINSITE_NATS_CA", "value": f"{c.NATS_CA_DIR}/ca.crt"}]
+
+
+def ca_volume(topo: Topology) -> dict:
+    """Only the CA certificate of the TLS Secret: a client never sees the servers' key."""
+    return {"name": "nats-ca", "secret": {"secret_name": topo.kubernetes.nats_tls_secret,
+                                          "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
 
 
 def _container(name: str, image: str, port: int, cpu: str, memory: str, **extra) -> dict:
@@ -85,12 +100,12 @@ class Gateway(pulumi.ComponentResource):
             args=["talk", "serve", "--site", site.name, "--stack", topo.stack,
                   "--nats", nats_urls(topo, site), "--listen", f"0.0.0.0:{kc.gateway_port}"],
             working_dir=c.STACK_DIR,
-            env=[{"name": "NATS_PASSWORD", "value_from": {"secret_key_ref": {
-                "name": c.CREDENTIALS_SECRET, "key": "client-password"}}}],
+            env=nats_client_env(natsconf.GATEWAY_USER),
             env_from=[{"config_map_ref": {"name": c.MESSAGING_CONFIGMAP}}],
         )
-        container["volume_mounts"].append({"name": "stack", "mount_path": c.STACK_DIR,
-                                           "read_only": True})
+        container["volume_mounts"] += [
+            {"name": "stack", "mount_path": c.STACK_DIR, "read_only": True},
+            {"name": "nats-ca", "mount_path": c.NATS_CA_DIR, "read_only": True}]
         self.deployment = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=meta, spec={
             "replicas": sp.min_replicas,
             "selector": {"match_labels": sel},
@@ -101,7 +116,8 @@ class Gateway(pulumi.ComponentResource):
                 "termination_grace_period_seconds": 30,  # the gateway drains on SIGTERM
                 "containers": [container],
                 "volumes": [{"name": "tmp", "empty_dir": {}},
-                            {"name": "stack", "config_map": {"name": c.STACK_CONFIGMAP}}],
+                            {"name": "stack", "config_map": {"name": c.STACK_CONFIGMAP}},
+                            ca_volume(topo)],
                 **spread(sel, site.gateway_zones),
             }},
         }, opts=c.child(self, prov, depends_on=list(args.after),
@@ -151,14 +167,17 @@ class OperationsTool(pulumi.ComponentResource):
                        c.image_version(tool.image), **{c.NATS_CLIENT_LABEL: "true"})
         sel = c.selector(lab)
         meta = {"name": tool.name, "namespace": ns, "labels": lab}
-        container = _container(tool.name, tool.image, tool.port, "100m", "128Mi")
+        container = _container(tool.name, tool.image, tool.port, "100m", "128Mi",
+                               env=nats_client_env(natsconf.OPS_USER))  # leader moves, health
+        container["volume_mounts"].append({"name": "nats-ca", "mount_path": c.NATS_CA_DIR,
+                                           "read_only": True})
         k8s.apps.v1.Deployment(f"{name}-deployment", metadata=meta, spec={
             "replicas": tool.replicas,
             "selector": {"match_labels": sel},
             "template": {"metadata": {"labels": lab}, "spec": {
                 "security_context": c.restricted_pod_security(APP_UID),
                 "containers": [container],
-                "volumes": [{"name": "tmp", "empty_dir": {}}],
+                "volumes": [{"name": "tmp", "empty_dir": {}}, ca_volume(args.topo)],
                 **spread(sel, None),
             }},
         }, opts=c.child(self, prov, depends_on=list(args.after)))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .. import natsconf
+from .. import capacity, natsconf, shards as shardmap
 from ..topology import Site, Topology
 from . import common as c
 
@@ -58,30 +58,64 @@ def route_targets(topo: Topology, from_zone: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def tls_dns_names(topo: Topology) -> tuple[str, ...]:
+    """Every name a client or a dialling route checks the servers' certificate against (the
+    stack's natsTlsSecret must cover them all: one certificate serves every zone)."""
+    ns = topo.kubernetes.namespace
+    names = [client_address(z.name, ns).rsplit(":", 1)[0] for z in topo.zones]
+    for z in topo.zones:
+        names += [a.rsplit(":", 1)[0] for a in route_targets(topo, z.name)]
+    return tuple(n for n in dict.fromkeys(names) if not _is_ip(n))  # IPs need IP SANs instead
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def zone_security(topo: Topology) -> natsconf.Security:
+    """The lab's users and permissions (`twinsite.natsconf`), with secrets left as placeholders the
+    entrypoint fills in from Secret-backed env vars: nothing secret is in the ConfigMap."""
+    streams = tuple(shardmap.stream_name(i) for i in range(capacity.shard_count(topo)))
+    t = c.NATS_TLS_DIR
+    return natsconf.Security(
+        users=(natsconf.User(natsconf.GATEWAY_USER, c.HASH_TOKENS["gateway"],
+                             natsconf.gateway_permissions(streams)),
+               natsconf.User(natsconf.OPS_USER, c.HASH_TOKENS["ops"], natsconf.OPS_PERMISSIONS)),
+        route_password=natsconf.Raw("$NATS_ROUTE_PASSWORD"),
+        route_url_password=c.ROUTE_PASSWORD_TOKEN,
+        tls=natsconf.Tls(f"{t}/tls.crt", f"{t}/tls.key", f"{t}/ca.crt"))
+
+
 def zone_config(topo: Topology, zone: str) -> str:
     """nats.conf for one zone's pod; passwords stay env references, never in the ConfigMap."""
     plan = natsconf.ServerPlan(
         zone=zone,
         client_listen=f"0.0.0.0:{c.CLIENT_PORT}",
         cluster_listen=f"0.0.0.0:{c.ROUTE_PORT}",
+        # Monitoring: no auth in nats-server, so reachable only by the kubelet's probes and
+        # Prometheus pods (NetworkPolicy allow-nats-monitoring); no Service publishes it.
         http_listen=f"0.0.0.0:{c.MONITOR_PORT}",
         store_dir=STORE_DIR,
-        routes=tuple(f"{c.ROUTE_USER}:{c.ROUTE_PASSWORD_TOKEN}@{r}" for r in route_targets(topo, zone)),
-        extra={
-            "pid_file": PID_FILE,  # for the preStop lame-duck signal
-            "authorization": {"user": c.NATS_USER, "password": natsconf.Raw("$NATS_PASSWORD")},
-        },
+        routes=route_targets(topo, zone),
+        extra={"pid_file": PID_FILE},  # for the preStop lame-duck signal
+        security=zone_security(topo),
     )
-    doc = natsconf.server_document(topo, plan)
-    doc["cluster"]["authorization"] = {"user": c.ROUTE_USER,
-                                       "password": natsconf.Raw("$NATS_ROUTE_PASSWORD")}
-    return natsconf.render(doc)
+    return natsconf.server_config(topo, plan)
 
 
-# The image's root filesystem is read-only: write the final config to an emptyDir.
+# The image's root filesystem is read-only: write the final config to an emptyDir. Hashes hold
+# '/' and '.', never '|' or '&': safe as sed replacements with '|' as the delimiter.
 ENTRYPOINT = (
-    'sed "s/' + c.ROUTE_PASSWORD_TOKEN + '/${NATS_ROUTE_PASSWORD}/g" /etc/nats-template/nats.conf'
-    " > /etc/nats/nats.conf && exec nats-server --config /etc/nats/nats.conf"
+    'sed -e "s|' + c.ROUTE_PASSWORD_TOKEN + '|${NATS_ROUTE_PASSWORD}|g"'
+    ' -e "s|' + c.HASH_TOKENS["gateway"] + '|${NATS_GATEWAY_BCRYPT}|g"'
+    ' -e "s|' + c.HASH_TOKENS["ops"] + '|${NATS_OPS_BCRYPT}|g"'
+    " /etc/nats-template/nats.conf > /etc/nats/nats.conf"
+    " && exec nats-server --config /etc/nats/nats.conf"
 )
 
 
@@ -110,9 +144,9 @@ class NatsZone(pulumi.ComponentResource):
         meta = lambda name_: {"name": name_, "namespace": ns, "labels": lab}  # noqa: E731
         k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta(f"{n}-config"),
                               data={"nats.conf": conf}, opts=c.child(self, prov, depends_on=list(args.after)))
+        # no monitor port: the probes dial the pod, Prometheus discovers pods (NetworkPolicy)
         ports = [{"name": "client", "port": c.CLIENT_PORT, "target_port": "client"},
-                 {"name": "cluster", "port": c.ROUTE_PORT, "target_port": "cluster"},
-                 {"name": "monitor", "port": c.MONITOR_PORT, "target_port": "monitor"}]
+                 {"name": "cluster", "port": c.ROUTE_PORT, "target_port": "cluster"}]
         k8s.core.v1.Service(f"{name}-headless", metadata=meta(n), spec={
             "cluster_ip": "None", "selector": sel, "ports": ports,
             # Routes must resolve before the pod is ready, or the cluster can never form.
@@ -155,7 +189,8 @@ class NatsZone(pulumi.ComponentResource):
                         "ports": [{"name": "client", "container_port": c.CLIENT_PORT},
                                   {"name": "cluster", "container_port": c.ROUTE_PORT},
                                   {"name": "monitor", "container_port": c.MONITOR_PORT}],
-                        "env": [secret_env("NATS_PASSWORD", "client-password"),
+                        "env": [secret_env("NATS_GATEWAY_BCRYPT", "gateway-password-bcrypt"),
+                                secret_env("NATS_OPS_BCRYPT", "ops-password-bcrypt"),
                                 secret_env("NATS_ROUTE_PASSWORD", "route-password")],
                         "resources": {"requests": {"cpu": kc.nats_cpu, "memory": kc.nats_memory},
                                       "limits": {"memory": kc.nats_memory}},
@@ -173,12 +208,15 @@ class NatsZone(pulumi.ComponentResource):
                             {"name": "config", "mount_path": "/etc/nats"},
                             {"name": "run", "mount_path": "/var/run/nats"},
                             {"name": "data", "mount_path": "/data"},
+                            {"name": "tls", "mount_path": c.NATS_TLS_DIR, "read_only": True},
                         ],
                     }],
                     "volumes": [
                         {"name": "config-template", "config_map": {"name": f"{n}-config"}},
                         {"name": "config", "empty_dir": {}},
                         {"name": "run", "empty_dir": {}},
+                        {"name": "tls", "secret": {"secret_name": kc.nats_tls_secret,
+                                                   "default_mode": 0o440}},  # group: fs_group
                     ],
                 },
             },

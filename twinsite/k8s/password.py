@@ -48,3 +48,25 @@ class GeneratedPassword(Resource):
         opts = pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(additional_secret_outputs=["result"]))
         super().__init__(_PasswordProvider(), name, {"length": length, "result": None}, opts)
+
+
+def stable_bcrypt(password: str, context: str, rounds: int = 11) -> str:
+    """A bcrypt hash whose salt is derived from (context, password), so the same password gives
+    the same hash at every `pulumi up` (a fresh random salt would change the NATS ConfigMap-fed
+    env on each run and roll every server). The salt stays unique per password and role; the
+    hashing itself is the `bcrypt` library's."""
+    import base64
+    import hashlib
+
+    import bcrypt
+
+    raw = hashlib.sha256(f"twinsite-nats:{context}:{password}".encode()).digest()[:16]
+    std = base64.b64encode(raw).decode().rstrip("=")  # 22 characters
+    salt = std.translate(_TO_BCRYPT_B64)
+    return bcrypt.hashpw(password.encode(), f"$2b${rounds:02d}${salt}".encode()).decode()
+
+
+# bcrypt's base64 is the standard one with another alphabet (same 6-bit values)
+_TO_BCRYPT_B64 = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+    "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")

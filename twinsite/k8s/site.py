@@ -11,18 +11,24 @@ import pulumi_kubernetes as k8s
 from .. import capacity
 from ..topology import Site, Topology
 from . import common as c
-from .password import GeneratedPassword
+from .password import GeneratedPassword, stable_bcrypt
 from .stackconf import PROJECT_FILE, stack_file
 
 
 class NatsCredentials(pulumi.ComponentResource):
-    """One password for clients, one for routes, shared by every site (it is one NATS cluster).
+    """One password per NATS role (`twinsite.natsconf`: gateway, ops, route), shared by every
+    site (it is one NATS cluster).
 
-    Taken from the secret config keys `twinsite:natsPassword` / `twinsite:natsRoutePassword` when
-    set, generated once per stack otherwise; both stay Pulumi secrets end to end.
+    Taken from the secret config keys `twinsite:natsPassword` (the gateways'),
+    `twinsite:natsOpsPassword` and `twinsite:natsRoutePassword` when set, generated once per stack
+    otherwise; all stay Pulumi secrets end to end. The servers get only bcrypt hashes of the
+    client passwords. TLS: when the secret config keys `twinsite:natsTlsCert`, `natsTlsKey` and
+    `natsTlsCa` (PEM) are all set, the program writes them into the stack's `natsTlsSecret` (the
+    sandbox does this); otherwise that Secret must exist already (e.g. cert-manager's).
     """
 
-    client_password: pulumi.Output[str]
+    gateway_password: pulumi.Output[str]
+    ops_password: pulumi.Output[str]
     route_password: pulumi.Output[str]
 
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
@@ -37,9 +43,25 @@ class NatsCredentials(pulumi.ComponentResource):
             pw = GeneratedPassword(logical, length=32, opts=pulumi.ResourceOptions(parent=self))
             return pulumi.Output.secret(pw.result)
 
-        self.client_password = password("natsPassword", f"{name}-client")
+        self.gateway_password = password("natsPassword", f"{name}-client")
+        self.ops_password = password("natsOpsPassword", f"{name}-ops")
         self.route_password = password("natsRoutePassword", f"{name}-route")
+        pem = {k: config.get_secret(key) for k, key in (
+            ("tls.crt", "natsTlsCert"), ("tls.key", "natsTlsKey"), ("ca.crt", "natsTlsCa"))}
+        self.tls_material = pem if all(v is not None for v in pem.values()) else None
         self.register_outputs({})
+
+    def string_data(self) -> dict:
+        """The `nats-credentials` Secret: per role its user and password, for the servers the
+        bcrypt hashes of the client passwords."""
+        out: dict = {}
+        for role, pw in (("gateway", self.gateway_password), ("ops", self.ops_password),
+                         ("route", self.route_password)):
+            out[f"{role}-user"] = role
+            out[f"{role}-password"] = pw
+            if role in c.HASH_TOKENS:
+                out[f"{role}-password-bcrypt"] = pw.apply(lambda p, r=role: stable_bcrypt(p, r))
+        return out
 
 
 @dataclass(frozen=True)
@@ -79,9 +101,14 @@ class SiteCluster(pulumi.ComponentResource):
             f"{site.name}-nats-credentials",
             metadata=meta(c.CREDENTIALS_SECRET, "credentials"),
             type="Opaque",
-            string_data={"client-user": c.NATS_USER, "client-password": cred.client_password,
-                         "route-user": c.ROUTE_USER, "route-password": cred.route_password},
+            string_data=cred.string_data(),
             opts=c.child(self, self.provider, depends_on=[ns]))
+        if cred.tls_material is not None:
+            k8s.core.v1.Secret(
+                f"{site.name}-nats-tls",
+                metadata=meta(topo.kubernetes.nats_tls_secret, "tls"),
+                type="kubernetes.io/tls", string_data=cred.tls_material,
+                opts=c.child(self, self.provider, depends_on=[ns]))
         m = topo.messaging
         k8s.core.v1.ConfigMap(
             f"{site.name}-messaging",

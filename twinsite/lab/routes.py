@@ -109,5 +109,4 @@ class LabNatsCluster(LocalNatsCluster):
             doc = natsconf.server_document(self.topo, self.plan(zone))
             if self.advertise:
                 doc["cluster"]["advertise"] = self.advertise[zone]
-            n.config_path.parent.mkdir(parents=True, exist_ok=True)
-            n.config_path.write_text(natsconf.render(doc))
+            n.write_config(natsconf.render(doc))

@@ -26,10 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from .. import capacity, faults, procs, shards
+from .. import capacity, faults, natsconf, procs, shards
 from ..natscluster import HOST, NatsNode
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
-from . import model, state
+from . import credentials, model, state
 from .fabric import Fabric, Link
 from .forker import ForkedChild, GatewayForker
 from .lazystore import FuseUnavailable
@@ -65,6 +65,7 @@ class Supervisor:
         self.ready = False
         self.api_port = 0
         self.stopping = asyncio.Event()
+        self.creds: credentials.LabCredentials | None = None  # at start: every hop authenticated
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -157,7 +158,12 @@ class Supervisor:
         logdir.mkdir(parents=True, exist_ok=True)
         argv = ["serve", "--site", g.site, "--nats", ",".join(self.gateway_nats_urls(g)),
                 "--listen", f"{HOST}:{self.gw_port[g.name]}", "--stack", self.topo.stack,
-                "--shards", str(capacity.lab_shard_count(self.topo))]
+                "--shards", str(capacity.lab_shard_count(self.topo)),
+                # a password *file*: argv is world-readable (ps)
+                "--nats-user", natsconf.GATEWAY_USER,
+                "--nats-password-file",
+                str(self.creds.password_file(natsconf.GATEWAY_USER)),
+                "--nats-ca", self.creds.pki.ca_file]
         self.gw_proc[g.name] = self.forker.spawn(argv, log=logdir / f"{g.name}.log")
 
     def start_gateways(self) -> None:
@@ -236,7 +242,7 @@ class Supervisor:
 
         nc = await nats.connect(self.cluster.client_urls(), connect_timeout=1,
                                 allow_reconnect=True, max_reconnect_attempts=-1,
-                                reconnect_time_wait=0.1)
+                                reconnect_time_wait=0.1, **self.creds.auth().options())
         try:
             js = nc.jetstream(timeout=2)
             deadline = time.monotonic() + timeout
@@ -393,6 +399,11 @@ class Supervisor:
         # While everything starts, a relay holds a connection to a not-yet-listening peer instead
         # of resetting it: route flapping at boot delays the first meta election by seconds.
         self.set_dial_grace(5.0)
+        # Fresh users, passwords and TLS certificates for this lab: no hop is open, ever.
+        self.creds = await asyncio.to_thread(credentials.create, self.dir,
+                                             list(self.cluster.nodes))
+        self.cluster.security = self.creds.security(
+            [shards.stream_name(i) for i in range(capacity.lab_shard_count(self.topo))])
         self.cluster.write_configs()
         # Every store is a lazy store: a power loss drops what the server never fsynced. No FUSE,
         # no lab (FuseUnavailable names the cause): never the old semantics silently.
@@ -436,6 +447,8 @@ class Supervisor:
             await asyncio.to_thread(self.cluster.unmount_stores)
         self.forker.stop()
         await self.fabric.close()
+        for sub in ("credentials", "pki"):  # this lab's secrets die with it
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
         try:
             (self.dir / state.STATE_FILE).unlink()
         except FileNotFoundError:
@@ -482,6 +495,7 @@ class Supervisor:
             "links": links,
             "client_endpoints": {s.name: [f"http://{self.edge[g.name]}" for g in self.gateways
                                           if g.site == s.name] for s in topo.primary_sites},
+            "nats_auth": credentials.status_doc(self.creds) if self.creds else None,
         }
 
     # --- operations --------------------------------------------------------------------------

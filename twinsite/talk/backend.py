@@ -25,7 +25,8 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from .. import capacity, shards as shardmap
+from .. import capacity, natsconf, shards as shardmap
+from ..natsclient import connect_options
 from ..topology import Messaging
 from . import model
 
@@ -62,6 +63,8 @@ class Settings:
     ready_timeout_s: float = 0.75
     balancer: object = None  # a shards.BalancePolicy (+ topology) when this gateway balances leaders
     topology: object = None
+    nats_auth: object = None  # a natsclient.NatsAuth (user, password, CA); None: open test cluster
+    inbox_prefix: str = natsconf.GATEWAY_INBOX  # the gateway user may subscribe only below it
 
     @classmethod
     def from_topology(cls, topo, site: str, nats_urls, **overrides) -> "Settings":
@@ -130,7 +133,8 @@ class Backend:
                     reconnect_time_wait=s.reconnect_wait_s, connect_timeout=1,
                     ping_interval=s.ping_interval_s, max_outstanding_pings=s.ping_max,
                     error_cb=self._on_error, disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
+                    reconnected_cb=self._on_reconnected, inbox_prefix=s.inbox_prefix,
+                    **connect_options(s.nats_auth),
                     skip_subject_validation=True)  # rooms are validated before use (hot path)
                 self.nc = nc
                 self.hooks.connected(True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import socket
 import sys
@@ -31,8 +32,36 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--shards", type=int, default=None,
                    help="stream shards (default: the stack's, from its capacity model; the lab "
                         "passes messaging.labStreamShards)")
+    s.add_argument("--nats-user", default=os.environ.get("TWINSITE_NATS_USER"),
+                   help="NATS user (env TWINSITE_NATS_USER); its password comes from "
+                        "--nats-password-file or env TWINSITE_NATS_PASSWORD, never from argv")
+    s.add_argument("--nats-password-file", default=os.environ.get("TWINSITE_NATS_PASSWORD_FILE"),
+                   metavar="PATH", help="file holding the NATS password (env "
+                                        "TWINSITE_NATS_PASSWORD_FILE)")
+    s.add_argument("--nats-ca", default=os.environ.get("TWINSITE_NATS_CA"), metavar="PATH",
+                   help="CA bundle: connect to NATS over TLS, verifying the servers (env "
+                        "TWINSITE_NATS_CA)")
     s.add_argument("--log-level", default="warning")
     return p
+
+
+def _nats_auth(args):
+    """(NatsAuth or None, error line or None) from the --nats-* options and the environment."""
+    from ..natsclient import NatsAuth, from_files
+    if not args.nats_user:
+        if args.nats_password_file or args.nats_ca:
+            return None, "--nats-user: required with --nats-password-file / --nats-ca"
+        return None, None
+    if args.nats_password_file:
+        try:
+            return from_files(args.nats_user, args.nats_password_file, args.nats_ca), None
+        except (OSError, ValueError) as e:
+            return None, f"--nats-password-file: {e}"
+    password = os.environ.get("TWINSITE_NATS_PASSWORD", "")
+    if not password:
+        return None, ("--nats-user: no password (give --nats-password-file or "
+                      "TWINSITE_NATS_PASSWORD)")
+    return NatsAuth(args.nats_user, password, args.nats_ca), None
 
 
 def _fail(msg: str) -> int:
@@ -60,6 +89,11 @@ def main(argv: list[str]) -> int:
         return _fail("--shards: must be >= 1")
     if args.publish_timeout is not None and args.publish_timeout <= 0:
         return _fail("--publish-timeout: must be > 0")
+    nats_auth, err = _nats_auth(args)
+    if err:
+        return _fail(err)
+    if args.nats_ca and not os.path.isfile(args.nats_ca):
+        return _fail(f"--nats-ca: no such file: {args.nats_ca}")
 
     # Bind ourselves so a busy port is one clear line, not a uvicorn traceback.
     sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET)
@@ -78,7 +112,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s talk %(message)s")
     settings = Settings.from_topology(topo, args.site, urls, max_body_bytes=args.max_body_bytes,
                                       publish_timeout_s=args.publish_timeout,
-                                      shards=args.shards)
+                                      shards=args.shards, nats_auth=nats_auth)
     app = create_app(settings)
     config = uvicorn.Config(app, loop="uvloop", http="httptools", ws="none", lifespan="on",
                             log_level=args.log_level, access_log=False,

@@ -13,6 +13,8 @@ import time
 
 import nats
 
+from twinsite.natsclient import NatsAuth, connect_options
+
 API = "$JS.API"
 
 
@@ -28,16 +30,16 @@ async def _request(nc, subject: str, body: dict | None = None, timeout: float = 
     return doc
 
 
-async def _connect(urls: list[str], user: str | None = None, password: str | None = None):
-    auth = {"user": user or "twinsite", "password": password} if password else {}
+async def _connect(urls: list[str], auth: NatsAuth | None = None):
+    """As the operations user (`twinsite.natsconf.OPS_USER`) over TLS, where `auth` says so."""
     return await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=1,
-                              allow_reconnect=False, **auth)
+                              allow_reconnect=False, **connect_options(auth))
 
 
-def stream_placement(urls: list[str], stream: str, password: str | None = None) -> dict:
+def stream_placement(urls: list[str], stream: str, auth: NatsAuth | None = None) -> dict:
     """{"leader": server, "replicas": [servers...]} of a stream."""
     async def go():
-        nc = await _connect(urls, password=password)
+        nc = await _connect(urls, auth)
         try:
             doc = await _request(nc, f"{API}.STREAM.INFO.{stream}")
         finally:
@@ -48,11 +50,11 @@ def stream_placement(urls: list[str], stream: str, password: str | None = None) 
     return asyncio.run(go())
 
 
-def stream_leaders(urls: list[str], streams: list[str], password: str | None = None,
+def stream_leaders(urls: list[str], streams: list[str], auth: NatsAuth | None = None,
                    timeout: float = 2.0) -> dict[str, str | None]:
     """{stream: leading server, or None (no leader now, or no answer)} for many streams at once."""
     async def go():
-        nc = await _connect(urls, password=password)
+        nc = await _connect(urls, auth)
         try:
             async def one(name):
                 try:
@@ -67,11 +69,11 @@ def stream_leaders(urls: list[str], streams: list[str], password: str | None = N
 
 
 def move_leader(urls: list[str], stream: str, candidates: list[str], timeout: float = 15.0,
-                password: str | None = None) -> str:
+                auth: NatsAuth | None = None) -> str:
     """Make one of `candidates` (server names) the stream's leader; returns the new leader.
     The candidate must hold a replica; no-op when one already leads."""
     async def go():
-        nc = await _connect(urls, password=password)
+        nc = await _connect(urls, auth)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -105,10 +107,10 @@ def move_leader(urls: list[str], stream: str, candidates: list[str], timeout: fl
     return asyncio.run(go())
 
 
-def all_current(urls: list[str], password: str | None = None) -> bool:
+def all_current(urls: list[str], auth: NatsAuth | None = None) -> bool:
     """Every stream has a leader and every replica is current with no lag."""
     async def go():
-        nc = await _connect(urls, password=password)
+        nc = await _connect(urls, auth)
         try:
             names = (await _request(nc, f"{API}.STREAM.NAMES")).get("streams") or []
             for name in names:

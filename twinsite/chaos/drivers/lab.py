@@ -64,10 +64,19 @@ class LabDriver:
         return [n["url"] for n in self.status().get("nodes", [])
                 if n.get("kind") == "nats" and n.get("state") == "up" and n.get("url")]
 
+    def _nats_auth(self):
+        """The lab's operations user, over TLS (`lab status` names its password file and CA)."""
+        from twinsite.lab.credentials import client_auth
+        try:
+            return client_auth(self.status())
+        except (KeyError, OSError, ValueError) as e:
+            raise ActivityFailed(f"lab NATS credentials: {e}") from None
+
     def stream_leader(self, stream: str) -> str:
         from .jetstream import JetStreamError, stream_placement
         try:
-            leader = stream_placement(self._nats_urls(), stream).get("leader")
+            leader = stream_placement(self._nats_urls(), stream,
+                                      auth=self._nats_auth()).get("leader")
         except (JetStreamError, OSError, Exception) as e:  # noqa: BLE001 - nats-py's errors vary
             raise ActivityFailed(f"stream {stream}: no leader known ({e or type(e).__name__})") \
                 from None
@@ -81,7 +90,8 @@ class LabDriver:
         if site not in {s.name for s in topo.sites}:
             raise ActivityFailed(f"unknown site '{site}' (valid: {faults.valid_sites(topo)})")
         try:
-            leader = move_leader(self._nats_urls(), stream, list(topo.site(site).zone_names))
+            leader = move_leader(self._nats_urls(), stream, list(topo.site(site).zone_names),
+                                 auth=self._nats_auth())
         except JetStreamError as e:
             raise ActivityFailed(str(e)) from None
         except Exception as e:  # noqa: BLE001 - nats-py's errors vary

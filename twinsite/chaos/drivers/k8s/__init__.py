@@ -4,7 +4,8 @@ Configuration (chaostoolkit conventions): `target: k8s`, `stack` (or env TWINSIT
 `kubeconfig` (path; default $KUBECONFIG, else ~/.kube/config), `contexts` ({site: context}, else
 each site's `kubeContext`), `dry_run` (the actions plan, touch nothing), `run_id` (else env
 TWINSITE_RUN_ID, else this process's id: the method and the rollbacks of one `chaos run` share it).
-Secrets (optional): `tokens` ({site: bearer token}) and `nats_password` (the operations user).
+Secrets (optional): `tokens` ({site: bearer token}) and `nats_password` (the operations user;
+`nats_ca` in the configuration: the CA of the servers' TLS certificates).
 
 A fault is read → planned (`plan.py`, pure) → executed op by op. Each op is journalled; if the run
 is interrupted (Ctrl-C, SIGTERM) in the middle of a fault, what this fault already did is undone
@@ -48,6 +49,12 @@ class K8sDriver:
                        or f"{socket.gethostname()}-{os.getpid()}")[:63]
         self.tokens = dict(s.get("tokens") or {})
         self.nats_password = s.get("nats_password")
+        # the operations user of the stack's NATS (twinsite.natsconf.OPS_USER), over TLS when
+        # `nats_ca` (a CA bundle path) is given
+        from twinsite import natsconf
+        from twinsite.natsclient import NatsAuth
+        self.nats_auth = (NatsAuth(natsconf.OPS_USER, self.nats_password, c.get("nats_ca"))
+                          if self.nats_password else None)
         self._clusters: dict[str, SiteCluster] | None = None
 
     # --- clusters ---------------------------------------------------------------------------------
@@ -146,14 +153,14 @@ class K8sDriver:
             return True  # nothing reachable to ask (e.g. the sandbox: no containers run)
         from ..jetstream import all_current
         try:
-            return all_current(self._nats_urls(), password=self.nats_password)
+            return all_current(self._nats_urls(), auth=self.nats_auth)
         except Exception:  # noqa: BLE001 - unreachable or failing: not healthy
             return False
 
     def stream_leader(self, stream: str) -> str:
         from ..jetstream import stream_placement
         try:
-            leader = stream_placement(self._nats_urls(), stream, password=self.nats_password)
+            leader = stream_placement(self._nats_urls(), stream, auth=self.nats_auth)
         except ActivityFailed:
             raise
         except Exception as e:  # noqa: BLE001 - nats-py's errors vary
@@ -169,7 +176,7 @@ class K8sDriver:
             raise ActivityFailed(f"unknown site '{site}' (valid: {faults.valid_sites(self.topo)})")
         servers = list(self.topo.site(site).zone_names)  # server_name = zone (twinsite.natsconf)
         try:
-            leader = move_leader(self._nats_urls(), stream, servers, password=self.nats_password)
+            leader = move_leader(self._nats_urls(), stream, servers, auth=self.nats_auth)
         except ActivityFailed:
             raise
         except Exception as e:  # noqa: BLE001
@@ -182,7 +189,7 @@ class K8sDriver:
         from ..jetstream import stream_leaders
         names = [shards.stream_name(i) for i in range(capacity.shard_count(self.topo))]
         try:
-            leaders = stream_leaders(self._nats_urls(), names, password=self.nats_password)
+            leaders = stream_leaders(self._nats_urls(), names, auth=self.nats_auth)
         except ActivityFailed:
             raise
         except Exception as e:  # noqa: BLE001 - nats-py's errors vary
