@@ -10,6 +10,9 @@
                    wait_ready=False to skip), and reaps it at the end of the test.
                    `start_gateway.procs[base_url]` is the Popen, `.logs[base_url]` its log path.
 - `shared_gateway` base URL of one pangyo gateway on `nats_cluster` for the whole session.
+- `talk_token_file` / `talk_token` / `auth_headers`
+                   the API token every started gateway accepts (session; a 0600 file), and the
+                   `Authorization` header that carries it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pytest
 
 from twinsite import capacity, procs, topology
 from twinsite.natscluster import LocalNatsCluster
+from twinsite.talk import auth
 
 ROOT = Path(__file__).resolve().parent.parent
 # gateways run the shard count the lab drills (the deployed count is the capacity model's)
@@ -40,6 +44,21 @@ def nats_cluster(lab_topology, tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def talk_token_file(tmp_path_factory) -> Path:
+    return auth.write(tmp_path_factory.mktemp("talk-token") / "token")
+
+
+@pytest.fixture(scope="session")
+def talk_token(talk_token_file) -> str:
+    return auth.read_token(talk_token_file)
+
+
+@pytest.fixture(scope="session")
+def auth_headers(talk_token) -> dict[str, str]:
+    return auth.header(talk_token)
 
 
 @pytest.fixture
@@ -83,7 +102,8 @@ class GatewayStarter:
         log = self.log_dir / f"gateway-{site}-{port}.log"
         argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", site,
                 "--nats", ",".join(nats_urls), "--listen", f"127.0.0.1:{port}",
-                "--stack", "lab", "--shards", str(LAB_SHARDS), *extra_args]
+                "--stack", "lab", "--shards", str(LAB_SHARDS),
+                "--token-file", str(self.request.getfixturevalue("talk_token_file")), *extra_args]
         proc = procs.spawn(argv, log=log, cwd=ROOT)
         self.procs[base], self.logs[base] = proc, log
 

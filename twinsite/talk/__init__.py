@@ -2,11 +2,13 @@
 
 - `model`   pure: request/response shapes, validation, stored payload encoding.
 - `backend` the NATS edge: connection, stream creation, publish, consistent reads, readiness.
-- `app`     the FastAPI app (`create_app(settings)`), metrics and error handlers.
+- `auth`    bearer tokens: generate, token files (0600), constant-time check.
+- `app`     the FastAPI app (`create_app(settings, tokens=...)`), metrics and error handlers.
 - `cli`     `twinsite talk serve ...` (uvicorn).
 """
 
 from .backend import Backend, Settings, Unavailable
+from . import auth
 from .app import create_app
 
-__all__ = ["Backend", "Settings", "Unavailable", "create_app"]
+__all__ = ["Backend", "Settings", "Unavailable", "auth", "create_app"]
