@@ -4,7 +4,8 @@
 - `nats_cluster`   a running LocalNatsCluster of the lab topology (session; do not kill its
                    servers — tests that break a cluster start their own, see `make_cluster`).
 - `make_cluster()` factory: a fresh LocalNatsCluster(topology, dir) started and reaped for you.
-- `start_gateway(site, nats_urls=None, cluster=None, extra_args=()) -> base_url`
+- `start_gateway(site, nats_urls=None, cluster=None, extra_args=(), token_file=True, env=None)
+  -> base_url`
                    starts a gateway subprocess on a free port (default: its site's servers of
                    `nats_cluster` first, then the others), waits for /readyz 200 (pass
                    wait_ready=False to skip), and reaps it at the end of the test.
@@ -17,6 +18,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -93,7 +95,8 @@ class GatewayStarter:
         self.logs: dict[str, Path] = {}
 
     def __call__(self, site: str, nats_urls: list[str] | None = None, *, cluster=None,
-                 extra_args=(), wait_ready: bool = True, timeout: float = 60.0) -> str:
+                 extra_args=(), wait_ready: bool = True, timeout: float = 60.0,
+                 token_file: bool = True, env: dict | None = None) -> str:
         if nats_urls is None:
             cluster = cluster or self.request.getfixturevalue("nats_cluster")
             nats_urls = site_first_urls(cluster, site)
@@ -102,9 +105,10 @@ class GatewayStarter:
         log = self.log_dir / f"gateway-{site}-{port}.log"
         argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", site,
                 "--nats", ",".join(nats_urls), "--listen", f"127.0.0.1:{port}",
-                "--stack", "lab", "--shards", str(LAB_SHARDS),
-                "--token-file", str(self.request.getfixturevalue("talk_token_file")), *extra_args]
-        proc = procs.spawn(argv, log=log, cwd=ROOT)
+                "--stack", "lab", "--shards", str(LAB_SHARDS), *extra_args]
+        if token_file:  # the suite's token (pass token_file=False to set one through `env`)
+            argv += ["--token-file", str(self.request.getfixturevalue("talk_token_file"))]
+        proc = procs.spawn(argv, log=log, cwd=ROOT, env={**os.environ, **env} if env else None)
         self.procs[base], self.logs[base] = proc, log
 
         def up() -> bool:

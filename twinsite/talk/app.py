@@ -71,6 +71,8 @@ class Metrics:
         self.reconnects = Counter("talk_nats_reconnects_total", "NATS reconnections", registry=r)
         self.ready = Gauge("talk_ready", "1 when the last readiness probe passed", registry=r)
         self.subscribers = Gauge("talk_sse_subscribers", "open subscribe streams", registry=r)
+        self.unauthorized = Counter("talk_unauthorized_total", "requests refused (401): no "
+                                    "bearer token, or a wrong one", ["reason"], registry=r)
 
     def hooks(self) -> Hooks:
         by_outcome = {o: self.publish_seconds.labels(o)
@@ -261,7 +263,8 @@ def create_app(settings: Settings, backend: Backend | None = None, *,
     wrapped = app.build_middleware_stack
 
     def build_middleware_stack():  # metrics outermost: it sees the final status of every request
-        return metrics_middleware(require_token(fast_post(wrapped(), backend), tokens), metrics)
+        return metrics_middleware(require_token(fast_post(wrapped(), backend), tokens,
+                                                metrics.unauthorized), metrics)
 
     app.build_middleware_stack = build_middleware_stack
     return app
@@ -314,10 +317,12 @@ def secure_openapi(doc: dict) -> dict:
     return doc
 
 
-def require_token(app, tokens: auth.Tokens):
+def require_token(app, tokens: auth.Tokens, refused: Counter | None = None):
     """Refuse (401 JSON) every request outside OPEN_PATHS without a right bearer token, before
     anything reads its body. Outside the fast path, so it guards that too."""
     challenge = f'Bearer realm="{auth.REALM}"'.encode()
+    count = {r: (refused.labels(r).inc if refused is not None else lambda: None)
+             for r in ("missing", "invalid")}
 
     async def middleware(scope, receive, send):
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -325,6 +330,7 @@ def require_token(app, tokens: auth.Tokens):
         given = [v for k, v in scope["headers"] if k == b"authorization"]
         if len(given) == 1 and tokens.accepts(given[0]):
             return await app(scope, receive, send)
+        count["invalid" if given else "missing"]()
         if given:
             detail = "wrong or malformed bearer token"
             www = challenge + b', error="invalid_token"'
