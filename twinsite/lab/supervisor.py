@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import capacity, faults, procs, shards
 from ..natscluster import HOST, NatsNode
+from ..talk import auth
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import model, state
 from .fabric import Fabric, Link
@@ -65,6 +66,7 @@ class Supervisor:
         self.ready = False
         self.api_port = 0
         self.stopping = asyncio.Event()
+        self.token_file = state_dir / auth.LAB_TOKEN_FILE  # this lab's API token (start writes it)
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -157,7 +159,8 @@ class Supervisor:
         logdir.mkdir(parents=True, exist_ok=True)
         argv = ["serve", "--site", g.site, "--nats", ",".join(self.gateway_nats_urls(g)),
                 "--listen", f"{HOST}:{self.gw_port[g.name]}", "--stack", self.topo.stack,
-                "--shards", str(capacity.lab_shard_count(self.topo))]
+                "--shards", str(capacity.lab_shard_count(self.topo)),
+                "--token-file", str(self.token_file)]  # the path, never the token: ps shows argv
         self.gw_proc[g.name] = self.forker.spawn(argv, log=logdir / f"{g.name}.log")
 
     def start_gateways(self) -> None:
@@ -387,6 +390,7 @@ class Supervisor:
 
     async def start(self) -> None:
         t0 = time.monotonic()
+        auth.write(self.token_file)  # a new token per lab (mode 0600), before any gateway
         await self.build_fabric()
         self.api_server = await asyncio.start_server(self.handle, HOST, 0)
         self.api_port = self.api_server.sockets[0].getsockname()[1]
@@ -436,10 +440,11 @@ class Supervisor:
             await asyncio.to_thread(self.cluster.unmount_stores)
         self.forker.stop()
         await self.fabric.close()
-        try:
-            (self.dir / state.STATE_FILE).unlink()
-        except FileNotFoundError:
-            pass
+        for f in (self.dir / state.STATE_FILE, self.token_file):  # the token dies with its lab
+            try:
+                f.unlink()
+            except FileNotFoundError:
+                pass
 
     # --- status ------------------------------------------------------------------------------
 
@@ -482,6 +487,7 @@ class Supervisor:
             "links": links,
             "client_endpoints": {s.name: [f"http://{self.edge[g.name]}" for g in self.gateways
                                           if g.site == s.name] for s in topo.primary_sites},
+            "talk_token_file": str(self.token_file),  # where, not what: the file is 0600
         }
 
     # --- operations --------------------------------------------------------------------------

@@ -5,6 +5,9 @@ Configuration (chaostoolkit conventions): `target: k8s`, `stack` (or env TWINSIT
 each site's `kubeContext`), `dry_run` (the actions plan, touch nothing), `run_id` (else env
 TWINSITE_RUN_ID, else this process's id: the method and the rollbacks of one `chaos run` share it).
 Secrets (optional): `tokens` ({site: bearer token}) and `nats_password` (the operations user).
+The gateways' API token (traffic): secret `talk_token`, else the file named by configuration
+`talk_token_file` or env TWINSITE_TALK_TOKEN_FILE (e.g. written from the stack's secret output:
+`pulumi stack output talkToken --show-secrets > FILE; chmod 600 FILE`).
 
 A fault is read → planned (`plan.py`, pure) → executed op by op. Each op is journalled; if the run
 is interrupted (Ctrl-C, SIGTERM) in the middle of a fault, what this fault already did is undone
@@ -48,6 +51,8 @@ class K8sDriver:
                        or f"{socket.gethostname()}-{os.getpid()}")[:63]
         self.tokens = dict(s.get("tokens") or {})
         self.nats_password = s.get("nats_password")
+        self.talk_token = s.get("talk_token")
+        self.talk_token_file = config_value(c, "talk_token_file", "TWINSITE_TALK_TOKEN_FILE")
         self._clusters: dict[str, SiteCluster] | None = None
 
     # --- clusters ---------------------------------------------------------------------------------
@@ -124,6 +129,19 @@ class K8sDriver:
                                      f"talk-gateway Service has no LoadBalancer address yet")
             out[site.name] = [url.rstrip("/")]
         return out
+
+    def api_token(self) -> str:
+        from twinsite.talk import auth
+        try:
+            if self.talk_token:
+                return auth.check_token(str(self.talk_token), "secret talk_token")
+            if not self.talk_token_file:
+                raise auth.TokenError("no API token for the gateways: set the secret talk_token "
+                                      "or TWINSITE_TALK_TOKEN_FILE (`pulumi stack output "
+                                      "talkToken --show-secrets`)")
+            return auth.read_token(self.talk_token_file)
+        except auth.TokenError as e:
+            raise ActivityFailed(str(e)) from None
 
     def healthy(self) -> bool:
         """Every twinsite workload ready in every site (and JetStream current where reachable)."""
