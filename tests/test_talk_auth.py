@@ -192,3 +192,23 @@ def test_write_is_0600_and_cli_makes_one(tmp_path):
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and auth.load(out).digests
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_drill_targets_find_the_token(tmp_path, monkeypatch):
+    """k8s: the secret `talk_token`, else the file of `talk_token_file` / $TWINSITE_TALK_TOKEN_FILE
+    (e.g. from `pulumi stack output talkToken --show-secrets`); none: one line."""
+    from chaoslib.exceptions import ActivityFailed
+
+    from twinsite.chaos.drivers.k8s import K8sDriver
+    monkeypatch.delenv(auth.ENV_FILE, raising=False)
+    t = auth.generate()
+    assert K8sDriver({"stack": "lab"}, {"talk_token": t}).api_token() == t
+    f = auth.write(tmp_path / "tok")
+    assert K8sDriver({"stack": "lab", "talk_token_file": str(f)}).api_token() == auth.read_token(f)
+    monkeypatch.setenv(auth.ENV_FILE, str(f))
+    assert K8sDriver({"stack": "lab"}).api_token() == auth.read_token(f)
+    monkeypatch.delenv(auth.ENV_FILE)
+    with pytest.raises(ActivityFailed, match="no API token for the gateways"):
+        K8sDriver({"stack": "lab"}).api_token()
+    with pytest.raises(ActivityFailed, match="at least 16"):
+        K8sDriver({"stack": "lab"}, {"talk_token": "short"}).api_token()

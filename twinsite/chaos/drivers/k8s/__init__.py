@@ -23,6 +23,7 @@ from typing import Any, Mapping
 from chaoslib.exceptions import ActivityFailed
 
 from twinsite import faults
+from twinsite.talk import auth
 from twinsite.topology import Topology, TopologyError, load_stack
 
 from .cluster import ClusterError, SiteCluster, kubeconfig_path, site_addresses
@@ -52,7 +53,7 @@ class K8sDriver:
         self.tokens = dict(s.get("tokens") or {})
         self.nats_password = s.get("nats_password")
         self.talk_token = s.get("talk_token")
-        self.talk_token_file = config_value(c, "talk_token_file", "TWINSITE_TALK_TOKEN_FILE")
+        self.talk_token_file = config_value(c, "talk_token_file", auth.ENV_FILE)
         self._clusters: dict[str, SiteCluster] | None = None
 
     # --- clusters ---------------------------------------------------------------------------------
@@ -131,14 +132,13 @@ class K8sDriver:
         return out
 
     def api_token(self) -> str:
-        from twinsite.talk import auth
         try:
             if self.talk_token:
                 return auth.check_token(str(self.talk_token), "secret talk_token")
             if not self.talk_token_file:
-                raise auth.TokenError("no API token for the gateways: set the secret talk_token "
-                                      "or TWINSITE_TALK_TOKEN_FILE (`pulumi stack output "
-                                      "talkToken --show-secrets`)")
+                raise auth.TokenError(f"no API token for the gateways: set the secret talk_token "
+                                      f"or {auth.ENV_FILE} (`pulumi stack output talkToken "
+                                      f"--show-secrets`)")
             return auth.read_token(self.talk_token_file)
         except auth.TokenError as e:
             raise ActivityFailed(str(e)) from None
