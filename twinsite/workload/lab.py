@@ -34,7 +34,7 @@ def token_from_lab(status=None) -> str:
     from twinsite.talk import auth
     if not isinstance(status, dict):
         from twinsite.lab import LabClient
-        status = LabClient(status).status()
+        return LabClient(status).api_token()
     path = status.get("talk_token_file")
     if not path:
         raise auth.TokenError("the lab's status names no talk_token_file (an older lab?)")
