@@ -16,6 +16,7 @@ from twinsite import procs, topology
 from twinsite.checker import check
 from twinsite.history import HistoryWriter, read_history
 from twinsite.natscluster import LocalNatsCluster
+from twinsite.talk import auth
 from twinsite.workload import DriverConfig, TrafficDriver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +36,7 @@ def _own_lab(base: Path):
     cluster = LocalNatsCluster(topo, base / "nats")
     cluster.start(timeout=60)
     gateways, endpoints = [], {}
+    token_file = auth.write(base / "talk-token")
     for site in topo.primary_sites:
         own = cluster.client_urls(site.name)
         urls = own + [u for u in cluster.client_urls() if u not in own]
@@ -42,20 +44,21 @@ def _own_lab(base: Path):
             port = procs.free_port()
             proc = procs.spawn([sys.executable, "-m", "twinsite.cli", "talk", "serve",
                                 "--site", site.name, "--nats", ",".join(urls),
-                                "--listen", f"127.0.0.1:{port}", "--stack", "lab"],
+                                "--listen", f"127.0.0.1:{port}", "--stack", "lab",
+                                "--token-file", str(token_file)],
                                log=base / f"gw-{port}.log", cwd=ROOT)
             gateways.append(proc)
             endpoints.setdefault(site.name, []).append(f"http://127.0.0.1:{port}")
     for urls in endpoints.values():
         for u in urls:
             procs.wait_until(lambda u=u: _http_ok(u + "/readyz"), 60, what=f"gateway {u}")
-    return cluster, gateways, endpoints
+    return cluster, gateways, endpoints, auth.read_token(token_file)
 
 
-def run_rate(endpoints, rate: float, base: Path) -> dict:
+def run_rate(endpoints, rate: float, base: Path, token: str) -> dict:
     path = base / f"h-{int(rate)}.jsonl"
     cfg = DriverConfig(endpoints=endpoints, rate=rate, rooms=16, subscribers=2, settle_s=0.5,
-                       max_in_flight=512)
+                       max_in_flight=512, token=token)
     h = HistoryWriter(path)
     driver = TrafficDriver(cfg, h)
     asyncio.run(driver.run(DURATION_S))
@@ -75,21 +78,21 @@ def main() -> None:
         try:
             if not os.environ.get("TWINSITE_BENCH_DIRECT"):
                 import twinsite.lab as lab
-                from twinsite.workload import endpoints_from_lab
+                from twinsite.workload import endpoints_from_lab, token_from_lab
                 lab_dir = str(base / "lab")
                 lab.up(state_dir=lab_dir, die_with_parent=True, timeout=120)
-                endpoints = endpoints_from_lab(lab_dir)
+                endpoints, token = endpoints_from_lab(lab_dir), token_from_lab(lab_dir)
                 where = ("a lab of its own (twinsite.lab.up: 7 nats-servers, 4 gateways, "
                          "link fabric)")
             else:
-                cluster, gateways, endpoints = _own_lab(base)
+                cluster, gateways, endpoints, token = _own_lab(base)
                 where = "own cluster (7 nats-servers), 2 gateways per primary site, no link fabric"
             print(f"driver bench against {where}; {DURATION_S:g} s per rate; {os.cpu_count()} cores")
             print(f"{'requested/s':>11} {'achieved/s':>10} {'ratio':>6} {'overload':>8} "
                   f"{'fail+info%':>10} {'p50 ms':>8} {'p99 ms':>8} {'sched lag ms':>12} valid")
             best = 0
             for rate in RATES:
-                r = run_rate(endpoints, rate, base)
+                r = run_rate(endpoints, rate, base, token)
                 ratio = r["achieved"] / rate
                 print(f"{rate:>11} {r['achieved']:>10.1f} {ratio:>6.2f} {r['overload']:>8} "
                       f"{r['bad_pct']:>10.2f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['lag']:>12.1f} "

@@ -22,6 +22,7 @@ import uvloop
 
 from twinsite import procs, topology
 from twinsite.natscluster import LocalNatsCluster
+from twinsite.talk import auth
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", 5))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 32))
@@ -56,18 +57,20 @@ class HttpConn:
     which would measure the client, not the gateway. Handles only what the gateway answers:
     Content-Length framed responses."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str,
+                 token: str):
         self.reader, self.writer, self.host = reader, writer, host
+        self.auth = f"Authorization: Bearer {token}\r\n".encode()
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "HttpConn":
+    async def open(cls, host: str, port: int, token: str) -> "HttpConn":
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer, f"{host}:{port}")
+        return cls(reader, writer, f"{host}:{port}", token)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s"
-                          % (path.encode(), self.host.encode(), len(body), body))
+                          b"%sContent-Length: %d\r\n\r\n%s"
+                          % (path.encode(), self.host.encode(), self.auth, len(body), body))
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
@@ -80,9 +83,9 @@ class HttpConn:
         self.writer.close()
 
 
-async def bench_gateway(base: str, tag: str) -> tuple[int, int, list[float]]:
+async def bench_gateway(base: str, tag: str, token: str) -> tuple[int, int, list[float]]:
     host, port = base.removeprefix("http://").rsplit(":", 1)
-    conns = [await HttpConn.open(host, int(port)) for _ in range(CONCURRENCY)]
+    conns = [await HttpConn.open(host, int(port), token) for _ in range(CONCURRENCY)]
     try:
         async def post(w: int, n: int):
             body = json.dumps({"id": f"{tag}-{w}-{n}", "sender": f"u{w}", "body": BODY}).encode()
@@ -95,10 +98,10 @@ async def bench_gateway(base: str, tag: str) -> tuple[int, int, list[float]]:
             c.close()
 
 
-async def bench_gateway_aiohttp(base: str, tag: str) -> tuple[int, int, list[float]]:
+async def bench_gateway_aiohttp(base: str, tag: str, token: str) -> tuple[int, int, list[float]]:
     """The same load through aiohttp, for reference (its client CPU is part of the number)."""
     conn = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(base, connector=conn) as s:
+    async with aiohttp.ClientSession(base, connector=conn, headers=auth.header(token)) as s:
         async def post(w: int, n: int):
             async with s.post(f"/v1/rooms/bench{w % ROOMS}/messages",
                               json={"id": f"{tag}-{w}-{n}", "sender": f"u{w}", "body": BODY}) as r:
@@ -158,17 +161,20 @@ def main() -> None:
                                                     if u not in cluster.client_urls("pangyo")]
             port = procs.free_port()
             base = f"http://127.0.0.1:{port}"
+            token_file = auth.write(Path(d) / "talk-token")
+            token = auth.read_token(token_file)
             gw = procs.spawn([sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site",
                               "pangyo", "--nats", ",".join(urls), "--listen",
-                              f"127.0.0.1:{port}"], log=Path(d) / "gateway.log")
+                              f"127.0.0.1:{port}", "--token-file", str(token_file)],
+                             log=Path(d) / "gateway.log")
             procs.wait_until(lambda: _ready(base), 60, what="gateway ready")
             tag = str(int(time.time()))
             # warm up both paths briefly, then measure (direct first, then gateway)
             results = {}
             for name, fn in (("direct", lambda: bench_direct(urls, tag + "d")),
-                             ("gateway", lambda: bench_gateway(base, tag + "g")),
+                             ("gateway", lambda: bench_gateway(base, tag + "g", token)),
                              ("gateway (aiohttp client)",
-                              lambda: bench_gateway_aiohttp(base, tag + "a"))):
+                              lambda: bench_gateway_aiohttp(base, tag + "a", token))):
                 cpu0 = _cpu_seconds(gw.pid)
                 ok, failed, lat = uvloop.run(fn())  # the gateway runs uvloop too
                 gw_cpu_ms = (_cpu_seconds(gw.pid) - cpu0) * 1000 / max(ok, 1)

@@ -59,6 +59,7 @@ def scaling(levels=(1, 2, 4, 8), seconds: float = 5.0, concurrency: int = 64) ->
     from twinsite import procs, topology
     from twinsite.k8s.stackconf import PROJECT_FILE, stack_file
     from twinsite.natscluster import LocalNatsCluster
+    from twinsite.talk import auth
     from twinsite.talk.backend import Settings
 
     from . import bench_gateway as bg
@@ -72,6 +73,8 @@ def scaling(levels=(1, 2, 4, 8), seconds: float = 5.0, concurrency: int = 64) ->
             cluster.start(timeout=60)
             urls = cluster.client_urls("pangyo") + [u for u in cluster.client_urls()
                                                     if u not in cluster.client_urls("pangyo")]
+            token_file = auth.write(Path(d) / "talk-token")
+            token = auth.read_token(token_file)
             for n in levels:
                 t = dataclasses.replace(topo, stack=f"bench{n}", messaging=dataclasses.replace(
                     topo.messaging, stream_shards=n))
@@ -83,7 +86,8 @@ def scaling(levels=(1, 2, 4, 8), seconds: float = 5.0, concurrency: int = 64) ->
                 base = f"http://127.0.0.1:{port}"
                 gw = procs.spawn([sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site",
                                   "pangyo", "--nats", ",".join(urls), "--listen",
-                                  f"127.0.0.1:{port}", "--stack", f"bench{n}"],
+                                  f"127.0.0.1:{port}", "--stack", f"bench{n}",
+                                  "--token-file", str(token_file)],
                                  log=sd / "gateway.log", cwd=sd,
                                  env={**os.environ, "PYTHONPATH": str(bench_lab.ROOT)})
                 try:
@@ -91,7 +95,8 @@ def scaling(levels=(1, 2, 4, 8), seconds: float = 5.0, concurrency: int = 64) ->
                     bg.SETTINGS = Settings.from_topology(t, "pangyo", ())
                     tag = f"s{n}-{int(time.time())}"
                     direct = uvloop.run(bg.bench_direct(urls, tag + "d"))[0] / seconds
-                    gateway = uvloop.run(bg.bench_gateway(base, tag + "g"))[0] / seconds
+                    gateway = uvloop.run(bg.bench_gateway(base, tag + "g", token))[0]
+                    gateway /= seconds
                 finally:
                     procs.reap(gw)
                 out[n] = (gateway, direct)

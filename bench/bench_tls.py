@@ -24,6 +24,7 @@ import uvloop
 from twinsite import capacity, procs, shards, topology
 from twinsite.lab import credentials
 from twinsite.natscluster import LocalNatsCluster
+from twinsite.talk import auth
 
 from . import bench_gateway as bg
 
@@ -31,7 +32,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", 5))
 MODES = ("open", "auth", "auth+tls")
 
 
-def _gateway(cluster: LocalNatsCluster, creds, mode: str, d: Path):
+def _gateway(cluster: LocalNatsCluster, creds, mode: str, d: Path, token_file: Path):
     own = cluster.client_urls("pangyo")
     urls = own + [u for u in cluster.client_urls() if u not in own]
     port = procs.free_port()
@@ -41,7 +42,8 @@ def _gateway(cluster: LocalNatsCluster, creds, mode: str, d: Path):
         extra += ["--nats-ca", creds.pki.ca_file]
     proc = procs.spawn([sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", "pangyo",
                         "--nats", ",".join(urls), "--listen", f"127.0.0.1:{port}",
-                        "--shards", str(capacity.lab_shard_count(cluster.topo)), *extra],
+                        "--shards", str(capacity.lab_shard_count(cluster.topo)),
+                        "--token-file", str(token_file), *extra],
                        log=d / f"gateway-{mode}.log")
     return proc, f"http://127.0.0.1:{port}"
 
@@ -54,6 +56,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
         d = Path(tmp)
         creds = credentials.create(d, [z.name for z in topo.zones])
+        token_file = auth.write(d / "talk-token")
+        token = auth.read_token(token_file)
         security = {"open": None, "auth": creds.security(streams, tls=False),
                     "auth+tls": creds.security(streams)}
         clusters = {m: LocalNatsCluster(topo, d / m.replace("+", "-"), security=security[m])
@@ -62,7 +66,7 @@ def main() -> None:
         try:
             for m in MODES:
                 clusters[m].start(timeout=90)
-                gws[m] = _gateway(clusters[m], creds, m, d)
+                gws[m] = _gateway(clusters[m], creds, m, d, token_file)
             for m, (proc, base) in gws.items():
                 procs.wait_until(lambda b=base: bg._ready(b), 90, what=f"gateway {m} ready")
             rates = {m: [] for m in MODES}
@@ -72,7 +76,7 @@ def main() -> None:
                 for m in MODES if r % 2 == 0 else reversed(MODES):
                     pids = [n.proc.pid for n in clusters[m].nodes.values()]
                     g0, s0 = bg._cpu_seconds(gws[m][0].pid), sum(map(bg._cpu_seconds, pids))
-                    ok, failed, lat = uvloop.run(bg.bench_gateway(gws[m][1], f"{tag}{m}{r}"))
+                    ok, failed, lat = uvloop.run(bg.bench_gateway(gws[m][1], f"{tag}{m}{r}", token))
                     per = 1000 / max(ok, 1)
                     cpu[m].append(((bg._cpu_seconds(gws[m][0].pid) - g0) * per,
                                    (sum(map(bg._cpu_seconds, pids)) - s0) * per))

@@ -18,13 +18,15 @@ from pathlib import Path
 
 from twinsite import procs, topology
 from twinsite.natscluster import LocalNatsCluster
+from twinsite.talk import auth
 
 from . import api
 
 
 @contextmanager
 def gateway(work: Path, site: str = "pangyo"):
-    """Base URL of a gateway on a fresh lab-topology cluster; everything is reaped on exit."""
+    """(base URL, API token) of a gateway on a fresh lab-topology cluster; everything is reaped
+    on exit."""
     cluster = LocalNatsCluster(topology.load_stack("lab", root=api.ROOT), work / "nats")
     proc = None
     try:
@@ -33,9 +35,11 @@ def gateway(work: Path, site: str = "pangyo"):
         urls = own + [u for u in cluster.client_urls() if u not in own]
         port = procs.free_port()
         base = f"http://127.0.0.1:{port}"
+        token_file = auth.write(work / "talk-token")
         proc = procs.spawn([sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", site,
                             "--nats", ",".join(urls), "--listen", f"127.0.0.1:{port}",
-                            "--stack", "lab"], log=work / "gateway.log", cwd=api.ROOT)
+                            "--stack", "lab", "--token-file", str(token_file)],
+                           log=work / "gateway.log", cwd=api.ROOT)
 
         def ready() -> bool:
             if proc.poll() is not None:
@@ -44,7 +48,7 @@ def gateway(work: Path, site: str = "pangyo"):
             return procs.http_status(base + "/readyz") == 200
 
         procs.wait_until(ready, 60, interval=0.1, what="gateway ready")
-        yield base
+        yield base, auth.read_token(token_file)
     finally:
         if proc is not None:
             procs.reap(proc)
@@ -67,8 +71,8 @@ def main(argv: list[str]) -> int:
     out = Path(args.out) if args.out else api.ROOT / "reports" / f"fuzz-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     print(f"fuzz: {args.minutes:g} min, seed {seed}, output {out}", flush=True)
-    with gateway(out) as base:
-        outcome = api.run(base, out, seed=seed, max_examples=args.max_examples,
+    with gateway(out) as (base, token):
+        outcome = api.run(base, out, token=token, seed=seed, max_examples=args.max_examples,
                           max_time_s=max(1, round(args.minutes * 60)), echo=True,
                           timeout_s=args.minutes * 60 + 600)
     print(f"\nfuzz: {'PASSED' if outcome.ok else 'FAILED'} — {outcome.line()}; "

@@ -4,6 +4,11 @@ The test suite (tests/test_fuzz_api.py) and `make fuzz` (fuzz/__main__.py) share
 checks, every phase (coverage, fuzzing, stateful), the hooks of fuzz/hooks.py (bounded SSE
 streams). The fuzzer runs as its own process: its CLI is schemathesis's stable interface, and a
 crash of the fuzzer cannot take the caller with it.
+
+The gateway's bearer token reaches schemathesis through its OpenAPI-aware auth config
+(`[auth.openapi.bearer]`, the document's securitySchemes name) reading an environment variable, so
+the token is on no command line; with it set, the `ignored_auth` check also probes every secured
+operation without and with a wrong token and expects the 401.
 """
 
 from __future__ import annotations
@@ -43,9 +48,21 @@ class Outcome:
                 f"{self.seconds:.0f}s")
 
 
+TOKEN_ENV = "TWINSITE_FUZZ_TOKEN"
+
+
+def config_text() -> str:
+    from twinsite.talk import auth
+    return f'[auth.openapi.{auth.SCHEME}]\nbearer = "${{{TOKEN_ENV}}}"\n'
+
+
 def command(base_url: str, report: Path, *, seed: int | None, max_examples: int,
-            max_time_s: int | None = None, workers: int = 1) -> list[str]:
-    argv = [sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json",
+            max_time_s: int | None = None, workers: int = 1,
+            config: Path | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "schemathesis.cli"]
+    if config is not None:
+        argv += ["--config-file", str(config)]
+    argv += ["run", f"{base_url}/openapi.json",
             "--checks", "all", "--max-examples", str(max_examples), "--workers", str(workers),
             "--request-timeout", str(REQUEST_TIMEOUT_S), "--no-color",
             "--generation-database", "none",  # the same seed gives the same run
@@ -57,18 +74,20 @@ def command(base_url: str, report: Path, *, seed: int | None, max_examples: int,
     return argv
 
 
-def run(base_url: str, out_dir: Path, *, seed: int | None, max_examples: int,
+def run(base_url: str, out_dir: Path, *, token: str, seed: int | None, max_examples: int,
         max_time_s: int | None = None, workers: int = 1, timeout_s: float | None = None,
         echo: bool = False) -> Outcome:
-    """One schemathesis run; its console output goes to out_dir/schemathesis.log (and to our
-    stdout with `echo`)."""
+    """One schemathesis run with the gateway's API `token`; its console output goes to
+    out_dir/schemathesis.log (and to our stdout with `echo`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report, log = out_dir / "schemathesis.json", out_dir / "schemathesis.log"
     report.unlink(missing_ok=True)
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "fuzz.hooks",
+    config = out_dir / "schemathesis.toml"  # names the variable, holds no secret
+    config.write_text(config_text())
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "fuzz.hooks", TOKEN_ENV: token,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     argv = command(base_url, report, seed=seed, max_examples=max_examples,
-                   max_time_s=max_time_s, workers=workers)
+                   max_time_s=max_time_s, workers=workers, config=config)
     with open(log, "w") as f:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE if echo else f,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

@@ -4,16 +4,21 @@
 - `nats_cluster`   a running LocalNatsCluster of the lab topology (session; do not kill its
                    servers — tests that break a cluster start their own, see `make_cluster`).
 - `make_cluster()` factory: a fresh LocalNatsCluster(topology, dir) started and reaped for you.
-- `start_gateway(site, nats_urls=None, cluster=None, extra_args=()) -> base_url`
+- `start_gateway(site, nats_urls=None, cluster=None, extra_args=(), token_file=True, env=None)
+  -> base_url`
                    starts a gateway subprocess on a free port (default: its site's servers of
                    `nats_cluster` first, then the others), waits for /readyz 200 (pass
                    wait_ready=False to skip), and reaps it at the end of the test.
                    `start_gateway.procs[base_url]` is the Popen, `.logs[base_url]` its log path.
 - `shared_gateway` base URL of one pangyo gateway on `nats_cluster` for the whole session.
+- `talk_token_file` / `talk_token` / `auth_headers`
+                   the API token every started gateway accepts (session; a 0600 file), and the
+                   `Authorization` header that carries it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +26,7 @@ import pytest
 
 from twinsite import capacity, procs, topology
 from twinsite.natscluster import LocalNatsCluster
+from twinsite.talk import auth
 
 ROOT = Path(__file__).resolve().parent.parent
 # gateways run the shard count the lab drills (the deployed count is the capacity model's)
@@ -40,6 +46,21 @@ def nats_cluster(lab_topology, tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def talk_token_file(tmp_path_factory) -> Path:
+    return auth.write(tmp_path_factory.mktemp("talk-token") / "token")
+
+
+@pytest.fixture(scope="session")
+def talk_token(talk_token_file) -> str:
+    return auth.read_token(talk_token_file)
+
+
+@pytest.fixture(scope="session")
+def auth_headers(talk_token) -> dict[str, str]:
+    return auth.header(talk_token)
 
 
 @pytest.fixture
@@ -74,7 +95,8 @@ class GatewayStarter:
         self.logs: dict[str, Path] = {}
 
     def __call__(self, site: str, nats_urls: list[str] | None = None, *, cluster=None,
-                 extra_args=(), wait_ready: bool = True, timeout: float = 60.0) -> str:
+                 extra_args=(), wait_ready: bool = True, timeout: float = 60.0,
+                 token_file: bool = True, env: dict | None = None) -> str:
         if nats_urls is None:
             cluster = cluster or self.request.getfixturevalue("nats_cluster")
             nats_urls = site_first_urls(cluster, site)
@@ -84,7 +106,9 @@ class GatewayStarter:
         argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", site,
                 "--nats", ",".join(nats_urls), "--listen", f"127.0.0.1:{port}",
                 "--stack", "lab", "--shards", str(LAB_SHARDS), *extra_args]
-        proc = procs.spawn(argv, log=log, cwd=ROOT)
+        if token_file:  # the suite's token (pass token_file=False to set one through `env`)
+            argv += ["--token-file", str(self.request.getfixturevalue("talk_token_file"))]
+        proc = procs.spawn(argv, log=log, cwd=ROOT, env={**os.environ, **env} if env else None)
         self.procs[base], self.logs[base] = proc, log
 
         def up() -> bool:

@@ -14,8 +14,19 @@ SEED = 20261202
 EXAMPLES = 40  # per operation and phase: about half a minute on an idle machine
 
 
-def test_schemathesis_finds_nothing(shared_gateway, tmp_path):
-    outcome = api.run(shared_gateway, tmp_path, seed=SEED, max_examples=EXAMPLES, timeout_s=600)
+def refused(base: str) -> dict[str, float]:
+    """talk_unauthorized_total by reason, from the gateway's /metrics."""
+    import httpx
+    text = httpx.get(base + "/metrics", timeout=10).text
+    return {r: sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                   if ln.startswith(f'talk_unauthorized_total{{reason="{r}"}}'))
+            for r in ("missing", "invalid")}
+
+
+def test_schemathesis_finds_nothing(shared_gateway, talk_token, tmp_path):
+    before = refused(shared_gateway)
+    outcome = api.run(shared_gateway, tmp_path, token=talk_token, seed=SEED,
+                      max_examples=EXAMPLES, timeout_s=600)
     log = outcome.log.read_text(errors="replace")
     assert outcome.ok, f"{outcome.line()}\n{log[-8000:]}"
     print(f"\nschemathesis: {outcome.line()}")
@@ -29,6 +40,10 @@ def test_schemathesis_finds_nothing(shared_gateway, tmp_path):
     assert rates["GET /v1/rooms/{room}/subscribe"]["fuzzing"]["accepted"] >= EXAMPLES // 2
     assert all(report["phases"][p]["status"] == "success"
                for p in ("coverage", "fuzzing", "stateful")), report["phases"]
+    # it sent the token (no missing-auth warning) and its ignored_auth check probed the 401s
+    assert not report["warnings"]["missing_auth"] and not report["warnings"]["unused_openapi_auth"]
+    after = refused(shared_gateway)
+    assert all(after[r] > before[r] for r in after), (before, after)
 
 
 def test_hooks_bound_only_valid_max_s():
@@ -40,10 +55,10 @@ def test_hooks_bound_only_valid_max_s():
         assert bounded(invalid) == invalid  # negative cases stay negative
 
 
-def test_what_the_fuzzer_found_stays_fixed(shared_gateway):
+def test_what_the_fuzzer_found_stays_fixed(shared_gateway, auth_headers):
     """Regressions of schemathesis findings, each a plain request."""
     import httpx
-    with httpx.Client(base_url=shared_gateway, timeout=10) as gw:
+    with httpx.Client(base_url=shared_gateway, timeout=10, headers=auth_headers) as gw:
         # 405 names every method the path serves (two routes share it), per RFC 9110
         r = gw.request("OPTIONS", "/v1/rooms/r1/messages")
         assert r.status_code == 405 and r.json()["error"] == "method not allowed"

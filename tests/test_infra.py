@@ -9,7 +9,7 @@ import pulumi
 import pytest
 
 from twinsite import capacity, natsconf, procs, topology
-from twinsite.k8s import common, mockrun
+from twinsite.k8s import common, gateway, mockrun
 from twinsite.k8s.password import stable_bcrypt
 from twinsite.k8s.site import NatsCredentials
 
@@ -156,7 +156,9 @@ def test_gateway_replicas_match_the_capacity_model(runs, stack):
 def test_secrets_are_secret_outputs(runs, stack):
     topo, res = runs[stack]
     secrets = k8s(res, "Secret")
-    assert len(secrets) == len(topo.sites)
+    names = sorted(body(r)["metadata"]["name"] for r in secrets)
+    assert names.count(common.CREDENTIALS_SECRET) == len(topo.sites)
+    assert names.count(gateway.TOKENS_SECRET) == len(topo.primary_sites)
     for r in secrets:
         assert mockrun.has_secret(r.inputs["stringData"]), r.name
         assert "mock-" not in str(body(r))  # the rendered form never carries the value
@@ -299,3 +301,53 @@ def test_gateway_pods_get_the_same_topology_as_a_stack_file(runs, stack):
         c = d["spec"]["template"]["spec"]["containers"][0]
         assert c["workingDir"] == common.STACK_DIR
         assert c["args"][:2] == ["talk", "serve"] and c["args"][c["args"].index("--stack") + 1] == stack
+
+
+def unwrapped(value):
+    """Inputs with every secret opened (the mocks' stand-in values), for equality checks."""
+    from pulumi.runtime import rpc
+    if rpc.is_rpc_secret(value):
+        return unwrapped(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: unwrapped(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_gateway_token_comes_from_a_secret_file(runs, stack):
+    """The API token: one per stack, a Secret per primary site, mounted read-only as the file
+    `talk serve --token-file` reads; never an argument, an env value or a ConfigMap entry."""
+    topo, res = runs[stack]
+    tokens = [r for r in k8s(res, "Secret") if body(r)["metadata"]["name"] == gateway.TOKENS_SECRET]
+    assert sorted(site_label(r) for r in tokens) == sorted(s.name for s in topo.primary_sites)
+    for r in tokens:
+        assert mockrun.has_secret(r.inputs["stringData"])
+    values = {unwrapped(r.inputs["stringData"])[gateway.TOKENS_KEY] for r in tokens}
+    assert values == {"mock-talk-token-value"}  # one generated token, shared by the sites
+    deployments = [body(r) for r in k8s(res, "Deployment")
+                   if body(r)["metadata"]["name"] == "talk-gateway"]
+    assert len(deployments) == len(topo.primary_sites)
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        path = c["args"][c["args"].index("--token-file") + 1]
+        mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        assert mount["readOnly"] is True
+        vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert vol["secret"]["secretName"] == gateway.TOKENS_SECRET
+        assert vol["secret"]["defaultMode"] == 0o440
+        assert path.endswith("/" + vol["secret"]["items"][0]["path"])
+        assert not any("token" in (e.get("name") or "").lower() for e in c.get("env", []))
+    for r in k8s(res, "ConfigMap"):
+        assert "mock-talk-token" not in str(r.inputs)
+
+
+def test_the_token_is_a_secret_stack_output_and_can_be_given():
+    from twinsite.k8s.gateway import TalkToken
+
+    def program():
+        t = TalkToken("tok")
+        return pulumi.Output.all(t.value.is_secret(), t.value)
+
+    _, (secret, value) = mockrun.run_callable(program, "unit")
+    assert secret is True and value == "mock-tok-value"

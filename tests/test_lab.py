@@ -21,8 +21,11 @@ from twinsite import capacity, procs, shards, topology
 from twinsite.faults import (Heal, LinkPartition, LinkShape, Restore, SitePowerLoss,
                              ZoneOutage)
 from twinsite.lab import LabClient, LabError, state
+from twinsite.talk import auth
+from twinsite.workload import token_from_lab
 
 ROOT = Path(__file__).resolve().parent.parent
+LAB_DIR: list[str] = []  # the module's lab (set by the `lab` fixture), for post_message's token
 
 
 def cli(*args: str, state_dir: Path, timeout: float = 90) -> subprocess.CompletedProcess:
@@ -41,11 +44,15 @@ def nodes(st: dict, kind: str | None = None, site: str | None = None) -> list[di
             and (site is None or n["site"] == site)]
 
 
-def post_message(base: str, timeout: float = 3.0) -> int:
-    """POST one message through a client endpoint; the HTTP status, or 0 on a network error."""
+def post_message(base: str, token: str | None = None, timeout: float = 3.0) -> int:
+    """POST one message through a client endpoint (with the running lab's API token unless
+    given; "" sends none); the HTTP status, or 0 on a network error."""
+    if token is None:
+        token = token_from_lab(LabClient(LAB_DIR[0]).status())
     body = json.dumps({"id": uuid.uuid4().hex, "sender": "t", "body": "hi"}).encode()
+    headers = {"Content-Type": "application/json", **(auth.header(token) if token else {})}
     req = urllib.request.Request(base + "/v1/rooms/lab-test/messages", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status
@@ -82,10 +89,12 @@ def lab(lab_dir):
     t0 = time.monotonic()
     client = labapi.up(state_dir=str(lab_dir), timeout=90, die_with_parent=True)
     print(f"lab up in {time.monotonic() - t0:.1f}s")
+    LAB_DIR[:] = [str(lab_dir)]
     try:
         yield client
     finally:
         labapi.down(str(lab_dir))
+        LAB_DIR.clear()
 
 
 def test_status_describes_the_topology(lab, lab_dir):
@@ -116,6 +125,23 @@ def test_status_describes_the_topology(lab, lab_dir):
 
     r = cli("status", "--json", state_dir=lab_dir)
     assert r.returncode == 0 and json.loads(r.stdout)["client_endpoints"] == st["client_endpoints"]
+
+
+def test_the_lab_has_its_own_api_token(lab, lab_dir):
+    """One token per lab, 0600 in the state dir; no gateway has the token on its command line or
+    in its environment; a client without it or with another is refused (401)."""
+    st = lab.status()
+    f = Path(st["talk_token_file"])
+    assert f.parent == Path(lab_dir).resolve() and (f.stat().st_mode & 0o777) == 0o600
+    token = auth.read_token(f)
+    for gw in nodes(st, "gateway"):
+        argv = Path(f"/proc/{gw['pid']}/cmdline").read_bytes().split(b"\0")
+        assert token.encode() not in b" ".join(argv)
+        assert token.encode() not in Path(f"/proc/{gw['pid']}/environ").read_bytes()
+    url = st["client_endpoints"]["pangyo"][0]
+    assert post_message(url, token="") == 401
+    assert post_message(url, token=auth.generate()) == 401
+    assert post_message(url, token=token) == 201
     r = cli("up", state_dir=lab_dir)
     assert r.returncode == 0 and "already up" in r.stdout and "gw-pangyo-a" in r.stdout
 
@@ -334,6 +360,7 @@ def test_supervisor_death_takes_everything_and_down_cleans_up(lab, lab_dir):
     labapi.down(str(lab_dir))  # ...and down cleans it (idempotent)
     labapi.down(str(lab_dir))
     assert not (lab_dir / state.STATE_FILE).exists()
+    assert not (lab_dir / auth.LAB_TOKEN_FILE).exists()  # a dead lab's token does not linger
 
 
 def test_cli_up_over_stale_state_then_down_leaves_nothing(tmp_path):

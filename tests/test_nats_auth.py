@@ -254,7 +254,8 @@ def test_a_route_without_the_route_credentials_is_refused(secure, tmp_path, rout
         procs.reap(p)
 
 
-def test_the_gateway_serves_with_its_user_and_violates_nothing(secure, start_gateway, tmp_path):
+def test_the_gateway_serves_with_its_user_and_violates_nothing(secure, start_gateway, tmp_path,
+                                                               auth_headers):
     topo, cluster, creds = secure
     own = cluster.client_urls("pangyo")
     urls = own + [u for u in cluster.client_urls() if u not in own]
@@ -263,11 +264,14 @@ def test_the_gateway_serves_with_its_user_and_violates_nothing(secure, start_gat
         "--nats-ca", creds.pki.ca_file))
     import httpx
     r = httpx.post(f"{base}/v1/rooms/authroom/messages",
-                   json={"id": "m1", "sender": "s", "body": "over TLS"}, timeout=10)
+                   json={"id": "m1", "sender": "s", "body": "over TLS"}, headers=auth_headers,
+                   timeout=10)
     assert r.status_code == 201, r.text
-    got = httpx.get(f"{base}/v1/rooms/authroom/messages?after=0", timeout=10).json()
+    got = httpx.get(f"{base}/v1/rooms/authroom/messages?after=0", headers=auth_headers,
+                    timeout=10).json()
     assert [m["body"] for m in got["messages"]] == ["over TLS"]
-    with httpx.stream("GET", f"{base}/v1/rooms/authroom/subscribe?after=0", timeout=10) as s:
+    with httpx.stream("GET", f"{base}/v1/rooms/authroom/subscribe?after=0", headers=auth_headers,
+                      timeout=10) as s:
         for line in s.iter_lines():  # the SSE path subscribes to the room subject
             if line.startswith("data:"):
                 assert "over TLS" in line

@@ -36,6 +36,9 @@ def test_render_lab_writes_one_valid_manifest_per_resource(tmp_path, capsys):
     # secrets never reach the files
     secret = yaml.safe_load((tmp_path / "pangyo" / "secret-nats-credentials.yaml").read_text())
     assert set(secret["stringData"].values()) == {mockrun.SECRET_PLACEHOLDER}
+    tokens = yaml.safe_load((tmp_path / "pangyo" / "secret-talk-api-tokens.yaml").read_text())
+    assert tokens["stringData"] == {"tokens": mockrun.SECRET_PLACEHOLDER}
+    assert not (tmp_path / "witness" / "secret-talk-api-tokens.yaml").exists()  # no gateways
     assert "mock-" not in "".join(f.read_text() for f in files)
     # the NATS config is a readable block, not an escaped one-liner
     assert "sync_interval: always\n" in (tmp_path / "witness" / "configmap-nats-witness-a-config.yaml").read_text()

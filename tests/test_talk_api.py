@@ -13,8 +13,8 @@ import pytest
 
 
 @pytest.fixture
-def gw(shared_gateway):
-    with httpx.Client(base_url=shared_gateway, timeout=10) as client:
+def gw(shared_gateway, auth_headers):
+    with httpx.Client(base_url=shared_gateway, timeout=10, headers=auth_headers) as client:
         yield client
 
 
@@ -181,9 +181,9 @@ def test_oversize_is_413(gw):
     assert ok.status_code == 201
 
 
-def test_max_body_bytes_flag(start_gateway):
+def test_max_body_bytes_flag(start_gateway, auth_headers):
     base = start_gateway("ansan", extra_args=["--max-body-bytes", "300"])
-    with httpx.Client(base_url=base, timeout=10) as c:
+    with httpx.Client(base_url=base, timeout=10, headers=auth_headers) as c:
         assert post(c, room(), "s", body="x" * 100).status_code == 201
         assert post(c, room(), "l", body="x" * 400).status_code == 413
 
@@ -195,7 +195,9 @@ def test_odd_paths_and_headers(gw):
     import socket
     host, port = str(gw.base_url).removeprefix("http://").rstrip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"POST /v1/rooms/{room()}/messages HTTP/1.1\r\nHost: x\r\n".encode()
+        token = gw.headers["authorization"]
+        sock.sendall(f"POST /v1/rooms/{room()}/messages HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: {token}\r\n".encode()
                      + "Content-Length: ²\r\nConnection: close\r\n\r\n{}".encode())
         reply = b""
         while chunk := sock.recv(65536):
@@ -250,9 +252,9 @@ def test_cli_rejects_bad_arguments():
         assert len(p.stderr.strip().splitlines()) == 1
 
 
-def test_sigterm_drains_and_exits_cleanly(start_gateway):
+def test_sigterm_drains_and_exits_cleanly(start_gateway, auth_headers):
     base = start_gateway("ansan")
-    with httpx.Client(base_url=base, timeout=10) as c:
+    with httpx.Client(base_url=base, timeout=10, headers=auth_headers) as c:
         assert post(c, room(), "before-term").status_code == 201
     proc = start_gateway.procs[base]
     proc.terminate()
@@ -264,7 +266,7 @@ def test_sigterm_drains_and_exits_cleanly(start_gateway):
 
 def test_paging_through_many_messages(gw):
     rm = room()
-    with httpx.Client(base_url=gw.base_url, timeout=10) as c:
+    with httpx.Client(base_url=gw.base_url, timeout=10, headers=gw.headers) as c:
         import concurrent.futures as cf
         with cf.ThreadPoolExecutor(8) as pool:  # concurrent writers: seqs interleave with others
             acks = list(pool.map(lambda i: post(c, rm, f"p{i}").json(), range(40)))

@@ -55,10 +55,10 @@ def status(client, path) -> int:
         return -1
 
 
-def test_readyz_and_post_503_without_quorum(make_cluster, start_gateway):
+def test_readyz_and_post_503_without_quorum(make_cluster, start_gateway, auth_headers):
     cluster = make_cluster(name="quorum")
     base = start_gateway("pangyo", cluster=cluster)
-    with httpx.Client(base_url=base, timeout=10) as c:
+    with httpx.Client(base_url=base, timeout=10, headers=auth_headers) as c:
         assert c.post("/v1/rooms/q/messages", json={"id": "1", "sender": "s", "body": "b"}
                       ).status_code == 201
         lost = [z for z, n in cluster.nodes.items() if n.site != "pangyo"]
@@ -91,14 +91,15 @@ def test_readyz_and_post_503_without_quorum(make_cluster, start_gateway):
         assert ids == ["1", "2"]
 
 
-def test_gateway_starts_before_jetstream(make_cluster, start_gateway, lab_topology, tmp_path):
+def test_gateway_starts_before_jetstream(make_cluster, start_gateway, lab_topology, tmp_path,
+                                        auth_headers):
     """A gateway pointed at servers that are not up yet keeps retrying and becomes ready."""
     from twinsite.natscluster import LocalNatsCluster
     cluster = LocalNatsCluster(lab_topology, tmp_path / "late")
     cluster.write_configs()
     base = start_gateway("ansan", site_first_urls(cluster, "ansan"), wait_ready=False)
     try:
-        with httpx.Client(base_url=base, timeout=10) as c:
+        with httpx.Client(base_url=base, timeout=10, headers=auth_headers) as c:
             assert c.get("/readyz").status_code == 503
             cluster.start(timeout=60)
             procs.wait_until(lambda: status(c, "/readyz") == 200, 60, what="ready once up")
@@ -108,7 +109,7 @@ def test_gateway_starts_before_jetstream(make_cluster, start_gateway, lab_topolo
         cluster.stop()
 
 
-def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
+def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway, auth_headers):
     cluster = make_cluster(name="failover")
     room = "fo-" + uuid.uuid4().hex[:8]
     stream = shards.stream_of(room, LAB_SHARDS)
@@ -128,7 +129,8 @@ def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
     stop = threading.Event()
 
     def subscriber():
-        with httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=30)) as sc:
+        with httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=30),
+                          headers=auth_headers) as sc:
             with sc.stream("GET", f"/v1/rooms/{room}/subscribe", params={"max_s": 120}) as s:
                 for line in s.iter_lines():
                     if line.startswith("data: "):
@@ -139,7 +141,7 @@ def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
 
     sub = threading.Thread(target=subscriber, daemon=True)
     sub.start()
-    with httpx.Client(base_url=base, timeout=5) as c:
+    with httpx.Client(base_url=base, timeout=5, headers=auth_headers) as c:
         def write(i: int, deadline: float) -> None:
             """Write message i, resending the same id until acknowledged (idempotent)."""
             mid = f"m{i}"
@@ -202,11 +204,12 @@ def test_failover_of_the_leader_site_loses_nothing(make_cluster, start_gateway):
             q for q, _ in delivered)
 
 
-def test_many_gateways_create_one_stream_one_replica_per_site(make_cluster, start_gateway):
+def test_many_gateways_create_one_stream_one_replica_per_site(make_cluster, start_gateway,
+                                                             auth_headers):
     cluster = make_cluster(name="race")
     bases = [start_gateway(site, cluster=cluster, wait_ready=False)
              for site in ("pangyo", "ansan", "pangyo", "ansan")]  # all racing to create the shards
-    with httpx.Client(timeout=10) as c:
+    with httpx.Client(timeout=10, headers=auth_headers) as c:
         for b in bases:
             procs.wait_until(lambda b=b: status(c, b + "/readyz") == 200, 60, what=f"{b} ready")
         for i, b in enumerate(bases):

@@ -6,15 +6,18 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from twinsite.talk import Settings, create_app
+from twinsite.talk import Settings, auth, create_app
+
+TOKEN = auth.generate()
 
 
 @pytest.fixture
 async def client():
-    app = create_app(Settings(site="pangyo", nats_urls=("nats://127.0.0.1:1",)))
+    app = create_app(Settings(site="pangyo", nats_urls=("nats://127.0.0.1:1",)),
+                     tokens=auth.Tokens.of(TOKEN))
     # no lifespan: the backend never connects, as when every server is down
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://talk") as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://talk",
+                                 headers=auth.header(TOKEN)) as c:
         yield c
 
 
@@ -34,3 +37,10 @@ async def test_without_nats_everything_is_503_or_400(client):
     metrics = (await client.get("/metrics")).text
     assert 'talk_publish_seconds_count{outcome="unavailable"} 1.0' in metrics
     assert "talk_nats_connected 0.0" in metrics
+
+
+def test_no_open_mode():
+    with pytest.raises(TypeError):
+        create_app(Settings(site="pangyo", nats_urls=("nats://127.0.0.1:1",)))  # no tokens
+    with pytest.raises(auth.TokenError):
+        create_app(Settings(site="pangyo", nats_urls=("nats://127.0.0.1:1",)), tokens=None)

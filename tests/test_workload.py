@@ -17,8 +17,9 @@ from twinsite import procs
 from twinsite.faults import Restore, SitePowerLoss
 from twinsite.checker import anomalies, check
 from twinsite.history import HistoryWriter, read_history
+from twinsite.talk import auth
 from twinsite.workload import (BackgroundTraffic, DriverConfig, TrafficDriver,
-                               endpoints_from_lab)
+                               endpoints_from_lab, token_from_lab)
 from twinsite.workload.cli import main as traffic_main, parse_endpoints
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -42,7 +43,12 @@ def test_config_and_cli_reject_bad_input(capsys):
     with pytest.raises(ValueError, match="no client endpoints"):
         DriverConfig(endpoints={}, rate=10, rooms=1).validate()
     with pytest.raises(ValueError, match="rate"):
-        DriverConfig(endpoints={"a": ["http://x"]}, rate=0, rooms=1).validate()
+        DriverConfig(endpoints={"a": ["http://x"]}, rate=0, rooms=1, token="t" * 20).validate()
+    with pytest.raises(ValueError, match="no API token"):
+        DriverConfig(endpoints={"a": ["http://x"]}, rate=1, rooms=1).validate()
+    secret = auth.generate()
+    assert secret not in repr(DriverConfig(endpoints={"a": ["http://x"]}, rate=1, rooms=1,
+                                           token=secret))
     assert parse_endpoints(["a=http://x:1/", "a=http://y:2"]) == {"a": ["http://x:1", "http://y:2"]}
     with pytest.raises(ValueError, match="SITE=http"):
         parse_endpoints(["nourl"])
@@ -67,7 +73,7 @@ def test_refused_and_silent_endpoints_are_recorded_as_fail_info_and_overload(tmp
                                       "b": [f"http://127.0.0.1:{refused_port}"]},
                            rate=40, rooms=2, subscribers=1, request_timeout_s=0.3,
                            max_in_flight=3, settle_s=0, final_read_timeout_s=1,
-                           message_deadline_s=1.0)
+                           message_deadline_s=1.0, token=auth.generate())
         h = HistoryWriter(tmp_path / "h.jsonl")
         driver = TrafficDriver(cfg, h)
         t0 = time.monotonic()
@@ -103,8 +109,9 @@ def two_sites(nats_cluster, start_gateway):
             "ansan": [start_gateway("ansan", cluster=nats_cluster)]}
 
 
-def test_driver_against_real_gateways_is_clean(two_sites, tmp_path):
-    cfg = DriverConfig(endpoints=two_sites, rate=60, rooms=4, subscribers=2, settle_s=0.5)
+def test_driver_against_real_gateways_is_clean(two_sites, talk_token, tmp_path):
+    cfg = DriverConfig(endpoints=two_sites, rate=60, rooms=4, subscribers=2, settle_s=0.5,
+                       token=talk_token)
     h = HistoryWriter(tmp_path / "h.jsonl")
     driver = TrafficDriver(cfg, h)
     asyncio.run(driver.run(3.0))
@@ -121,10 +128,22 @@ def test_driver_against_real_gateways_is_clean(two_sites, tmp_path):
     assert all(isinstance(e["seq"], int) and e["seq"] > 0 for e in oks)
 
 
-def test_traffic_cli_then_check_cli(two_sites, tmp_path):
+def test_driver_with_a_wrong_token_is_refused_and_stores_nothing(two_sites, tmp_path):
+    cfg = DriverConfig(endpoints=two_sites, rate=20, rooms=2, subscribers=1, settle_s=0,
+                       final_read_timeout_s=1, token=auth.generate())
+    h = HistoryWriter(tmp_path / "h.jsonl")
+    asyncio.run(TrafficDriver(cfg, h).run(0.5))
+    h.close()
+    sends = [e for e in read_history(tmp_path / "h.jsonl") if e.get("f") == "send"]
+    assert {e["error"] for e in sends if e["type"] != "invoke"} == {"http 401"}
+    assert not any(e["type"] == "ok" for e in sends)
+
+
+def test_traffic_cli_then_check_cli(two_sites, talk_token_file, tmp_path):
     hist = tmp_path / "cli.jsonl"
     argv = ["run", "--duration", "1.5", "--rate", "40", "--rooms", "2", "--subscribers", "1",
-            "--history", str(hist), "--settle", "0.2", "--json"]
+            "--history", str(hist), "--settle", "0.2", "--json", "--token-file",
+            str(talk_token_file)]
     for site, urls in two_sites.items():
         argv += ["--endpoint", f"{site}={urls[0]}"]
     r = subprocess.run([sys.executable, "-m", "twinsite.cli", "traffic", *argv], cwd=ROOT,
@@ -142,10 +161,12 @@ def _acked(bg) -> int:
     return sum(1 for e in bg.events() if e.get("f") == "send" and e.get("type") == "ok")
 
 
-def test_background_traffic_bridges_a_killed_gateway(two_sites, start_gateway, tmp_path):
+def test_background_traffic_bridges_a_killed_gateway(two_sites, start_gateway, talk_token,
+                                                    tmp_path):
     """One site's only gateway dies (kill -9: resets, then refused): senders fail over to the other
     site with the same ids, nothing acknowledged is lost, and the fault window is in the history."""
-    cfg = DriverConfig(endpoints=two_sites, rate=50, rooms=4, subscribers=2, settle_s=0.5)
+    cfg = DriverConfig(endpoints=two_sites, rate=50, rooms=4, subscribers=2, settle_s=0.5,
+                       token=talk_token)
     bg = BackgroundTraffic(cfg, tmp_path / "h.jsonl")
     bg.start()
     try:
@@ -182,7 +203,8 @@ def test_background_traffic_bridges_a_killed_gateway(two_sites, start_gateway, t
     assert bg.stats["rooms_read"] == 4
 
 
-def test_killing_the_stream_leader_zone_loses_nothing(make_cluster, start_gateway, tmp_path):
+def test_killing_the_stream_leader_zone_loses_nothing(make_cluster, start_gateway, talk_token,
+                                                     tmp_path):
     """kill -9 of the nats-server leading a room's shard: writes stall for the election, the driver
     retries the same ids across sites, and every acknowledged message is in the final read."""
     from conftest import LAB_SHARDS
@@ -191,7 +213,8 @@ def test_killing_the_stream_leader_zone_loses_nothing(make_cluster, start_gatewa
     cluster = make_cluster(name="leader")
     eps = {"pangyo": [start_gateway("pangyo", cluster=cluster)],
            "ansan": [start_gateway("ansan", cluster=cluster)]}
-    cfg = DriverConfig(endpoints=eps, rate=40, rooms=4, subscribers=2, settle_s=1.0)
+    cfg = DriverConfig(endpoints=eps, rate=40, rooms=4, subscribers=2, settle_s=1.0,
+                       token=talk_token)
     bg = BackgroundTraffic(cfg, tmp_path / "h.jsonl")
     bg.start()
     try:
@@ -261,7 +284,7 @@ def test_site_power_cut_in_the_lab_loses_no_acknowledged_message(lab_dir, tmp_pa
                   if "pangyo" in {shards.room_home(f"p{base}{k}-r{i}", n, topo)
                                   for i in range(4)})
     cfg = DriverConfig(endpoints=endpoints_from_lab(lab_dir), rate=50, rooms=4, subscribers=2,
-                       settle_s=1.0, run_id=run_id)
+                       settle_s=1.0, run_id=run_id, token=token_from_lab(lab_dir))
     bg = BackgroundTraffic(cfg, tmp_path / "h.jsonl")
     bg.start()
     try:

@@ -2,7 +2,8 @@
 dry run that prints each experiment's plan without touching anything (`--dry-run`).
 
 The lab is brought up and down by the drill (`cli.Lab`); clusters are not: they are there or the
-drill stops with one line naming the site and the cause. Each experiment runs with its own run id
+drill stops with one line naming the site and the cause; so does a missing API token for the
+gateways (TWINSITE_TALK_TOKEN_FILE, see docs/tokens.md). Each experiment runs with its own run id
 (TWINSITE_RUN_ID), so what it created can be found and undone between experiments.
 """
 
@@ -25,7 +26,9 @@ class Clusters:
 
         from ..chaos.drivers.k8s import K8sDriver
         try:
-            clusters = K8sDriver({"stack": self.stack}).clusters()
+            driver = K8sDriver({"stack": self.stack})
+            clusters = driver.clusters()
+            driver.api_token()  # the traffic needs the gateways' token: say so before a run
         except ActivityFailed as e:
             from .cli import DrillError
             raise DrillError(str(e)) from None

@@ -1,5 +1,9 @@
 """Stateless workloads of a primary site: the `talk` gateway (capacity-planned, autoscaled) and
-operations tooling. Both spread over zones and hosts and keep a PodDisruptionBudget."""
+operations tooling. Both spread over zones and hosts and keep a PodDisruptionBudget.
+
+The gateway's API bearer token (`TalkToken`, one per stack: a client talks to either site with
+it) reaches the pods as a file of a Secret volume (`talk serve --token-file`), never as an
+argument or a ConfigMap value."""
 
 from __future__ import annotations
 
@@ -13,8 +17,31 @@ from ..capacity import CapacityPlan
 from ..topology import OpsTool, Site, Topology
 from . import common as c
 from .nats import client_address
+from .password import GeneratedPassword
 
 APP_UID = 10001  # the Dockerfile's user
+TOKENS_SECRET = "talk-api-tokens"
+TOKENS_KEY = "tokens"  # one token per line (talk.auth): a second line rotates without downtime
+TOKENS_DIR = "/etc/twinsite-talk"
+TOKEN_LENGTH = 43  # as many characters as the lab's 256-bit tokens
+
+
+class TalkToken(pulumi.ComponentResource):
+    """The gateways' API token: the secret config key `twinsite:talkToken` when set, generated
+    once per stack otherwise; a Pulumi secret end to end (exported as the secret `talkToken`)."""
+
+    value: pulumi.Output[str]
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("twinsite:talk:Token", name, None, opts)
+        given = pulumi.Config("twinsite").get_secret("talkToken")
+        if given is not None:
+            self.value = pulumi.Output.secret(given)
+        else:
+            pw = GeneratedPassword(f"{name}-value", length=TOKEN_LENGTH,
+                                   opts=pulumi.ResourceOptions(parent=self))
+            self.value = pulumi.Output.secret(pw.result)
+        self.register_outputs({})
 
 
 def spread(sel: dict, zones: tuple[str, ...] | None) -> dict:
@@ -77,6 +104,7 @@ class GatewayArgs:
     capacity: CapacityPlan
     namespace: str
     provider: k8s.Provider
+    token: pulumi.Output[str]  # TalkToken.value: no gateway without one
     after: tuple = ()  # create these first (the namespace)
 
 
@@ -98,14 +126,22 @@ class Gateway(pulumi.ComponentResource):
             "talk", gw.image, kc.gateway_port, kc.gateway_cpu, kc.gateway_memory,
             ready_path="/readyz",  # ready only while a JetStream write would succeed
             args=["talk", "serve", "--site", site.name, "--stack", topo.stack,
-                  "--nats", nats_urls(topo, site), "--listen", f"0.0.0.0:{kc.gateway_port}"],
+                  "--nats", nats_urls(topo, site), "--listen", f"0.0.0.0:{kc.gateway_port}",
+                  "--token-file", f"{TOKENS_DIR}/{TOKENS_KEY}"],
             working_dir=c.STACK_DIR,
             env=nats_client_env(natsconf.GATEWAY_USER),
             env_from=[{"config_map_ref": {"name": c.MESSAGING_CONFIGMAP}}],
         )
         container["volume_mounts"] += [
             {"name": "stack", "mount_path": c.STACK_DIR, "read_only": True},
-            {"name": "nats-ca", "mount_path": c.NATS_CA_DIR, "read_only": True}]
+            {"name": "nats-ca", "mount_path": c.NATS_CA_DIR, "read_only": True},
+            {"name": "api-tokens", "mount_path": TOKENS_DIR, "read_only": True}]
+        tokens = k8s.core.v1.Secret(f"{name}-api-tokens", metadata={
+            "name": TOKENS_SECRET, "namespace": ns,
+            "labels": c.labels("talk-gateway", f"talk-gateway-{site.name}", "credentials",
+                               site.name, site.role)},
+            type="Opaque", string_data={TOKENS_KEY: args.token},
+            opts=c.child(self, prov, depends_on=list(args.after)))
         self.deployment = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=meta, spec={
             "replicas": sp.min_replicas,
             "selector": {"match_labels": sel},
@@ -117,10 +153,14 @@ class Gateway(pulumi.ComponentResource):
                 "containers": [container],
                 "volumes": [{"name": "tmp", "empty_dir": {}},
                             {"name": "stack", "config_map": {"name": c.STACK_CONFIGMAP}},
-                            ca_volume(topo)],
+                            ca_volume(topo),
+                            # owner root, group fs_group (the app's): readable by it alone
+                            {"name": "api-tokens", "secret": {
+                                "secret_name": TOKENS_SECRET, "default_mode": 0o440,
+                                "items": [{"key": TOKENS_KEY, "path": TOKENS_KEY}]}}],
                 **spread(sel, site.gateway_zones),
             }},
-        }, opts=c.child(self, prov, depends_on=list(args.after),
+        }, opts=c.child(self, prov, depends_on=[*args.after, tokens],
                         # the HPA owns replicas after creation
                         ignore_changes=["spec.replicas"]))
         k8s.core.v1.Service(f"{name}-service", metadata=meta, spec={

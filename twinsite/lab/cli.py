@@ -101,6 +101,8 @@ def print_shards(shards: dict | None) -> None:
 def print_endpoints(st: dict) -> None:
     for site, urls in st["client_endpoints"].items():
         print(f"  clients of {site}: {', '.join(urls)}")
+    if st.get("talk_token_file"):
+        print(f"  API token (Authorization: Bearer ...): {st['talk_token_file']}")
 
 
 def main(argv: list[str]) -> int:

@@ -59,6 +59,14 @@ class LabClient:
         """The lab's status; with `shards`, also each shard stream's leader and its site."""
         return _call(self.api, "GET", "/status?shards=1" if shards else "/status")
 
+    def api_token(self) -> str:
+        """The bearer token of this lab's gateways (a 0600 file in the state dir, per lab)."""
+        from ..talk import auth
+        try:
+            return auth.read_token(self.dir / auth.LAB_TOKEN_FILE)
+        except auth.TokenError as e:
+            raise LabError(f"the lab's API token: {e}") from None
+
     def is_up(self) -> bool:
         try:
             return bool(self.status().get("ready"))

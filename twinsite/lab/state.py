@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 
 from .. import procs
+from ..talk.auth import LAB_TOKEN_FILE
 from ..topology import project_root
 
 STATE_FILE = "state.json"
 SPAWN_FILE = "supervisor.json"  # written by `up` the moment it spawns the supervisor
+TOKEN_FILE = LAB_TOKEN_FILE  # the lab's API token
 
 
 def state_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -96,7 +98,7 @@ def clean(d: Path, *, wipe: bool = False, wait: float = 5.0) -> None:
     deadline = time.monotonic() + wait
     while any(same_process(r) for r in recs) and time.monotonic() < deadline:
         time.sleep(0.02)
-    for name in (STATE_FILE, SPAWN_FILE):
+    for name in (STATE_FILE, SPAWN_FILE, TOKEN_FILE):  # a dead lab's token goes too
         try:
             (d / name).unlink()
         except FileNotFoundError:

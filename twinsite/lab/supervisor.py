@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import capacity, faults, natsconf, procs, shards
 from ..natscluster import HOST, NatsNode
+from ..talk import auth
 from ..topology import LinkSpec, Topology, TopologyError, load_stack
 from . import credentials, model, state
 from .fabric import Fabric, Link
@@ -66,6 +67,7 @@ class Supervisor:
         self.api_port = 0
         self.stopping = asyncio.Event()
         self.creds: credentials.LabCredentials | None = None  # at start: every hop authenticated
+        self.token_file = state_dir / auth.LAB_TOKEN_FILE  # this lab's API token (start writes it)
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -163,7 +165,8 @@ class Supervisor:
                 "--nats-user", natsconf.GATEWAY_USER,
                 "--nats-password-file",
                 str(self.creds.password_file(natsconf.GATEWAY_USER)),
-                "--nats-ca", self.creds.pki.ca_file]
+                "--nats-ca", self.creds.pki.ca_file,
+                "--token-file", str(self.token_file)]  # the path, never the token: ps shows argv
         self.gw_proc[g.name] = self.forker.spawn(argv, log=logdir / f"{g.name}.log")
 
     def start_gateways(self) -> None:
@@ -393,6 +396,7 @@ class Supervisor:
 
     async def start(self) -> None:
         t0 = time.monotonic()
+        auth.write(self.token_file)  # a new token per lab (mode 0600), before any gateway
         await self.build_fabric()
         self.api_server = await asyncio.start_server(self.handle, HOST, 0)
         self.api_port = self.api_server.sockets[0].getsockname()[1]
@@ -449,10 +453,11 @@ class Supervisor:
         await self.fabric.close()
         for sub in ("credentials", "pki"):  # this lab's secrets die with it
             shutil.rmtree(self.dir / sub, ignore_errors=True)
-        try:
-            (self.dir / state.STATE_FILE).unlink()
-        except FileNotFoundError:
-            pass
+        for f in (self.dir / state.STATE_FILE, self.token_file):  # the token dies with its lab
+            try:
+                f.unlink()
+            except FileNotFoundError:
+                pass
 
     # --- status ------------------------------------------------------------------------------
 
@@ -496,6 +501,7 @@ class Supervisor:
             "client_endpoints": {s.name: [f"http://{self.edge[g.name]}" for g in self.gateways
                                           if g.site == s.name] for s in topo.primary_sites},
             "nats_auth": credentials.status_doc(self.creds) if self.creds else None,
+            "talk_token_file": str(self.token_file),  # where, not what: the file is 0600
         }
 
     # --- operations --------------------------------------------------------------------------

@@ -7,7 +7,12 @@ consistent read as `GET .../messages` (woken by the room's subject, polled every
 fallback), so a subscriber sees exactly the acknowledged messages, in stream order, across fail-over.
 
 Every error is JSON `{"error": str, "detail": ...}`: 400 invalid input (FastAPI's 422 is turned
-into 400), 413 body too large, 503 JetStream unavailable (with `Retry-After`).
+into 400), 401 missing or wrong bearer token (with `WWW-Authenticate`), 413 body too large, 503
+JetStream unavailable (with `Retry-After`).
+
+Authentication: every `/v1/` operation needs `Authorization: Bearer <token>` (checked in constant
+time before the request body is read; a refused request stores nothing). `/healthz`, `/readyz`,
+`/metrics` and this document are open.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from . import model
+from . import auth, model
 from .backend import Backend, Hooks, Settings, Unavailable
 
 log = logging.getLogger("twinsite.talk")
@@ -66,6 +71,8 @@ class Metrics:
         self.reconnects = Counter("talk_nats_reconnects_total", "NATS reconnections", registry=r)
         self.ready = Gauge("talk_ready", "1 when the last readiness probe passed", registry=r)
         self.subscribers = Gauge("talk_sse_subscribers", "open subscribe streams", registry=r)
+        self.unauthorized = Counter("talk_unauthorized_total", "requests refused (401): no "
+                                    "bearer token, or a wrong one", ["reason"], registry=r)
 
     def hooks(self) -> Hooks:
         by_outcome = {o: self.publish_seconds.labels(o)
@@ -124,7 +131,11 @@ SSE_EVENT = {
 }
 
 
-def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
+def create_app(settings: Settings, backend: Backend | None = None, *,
+               tokens: auth.Tokens) -> FastAPI:
+    """`tokens` is required: there is no open mode (see docs/tokens.md)."""
+    if not isinstance(tokens, auth.Tokens) or not tokens.digests:
+        raise auth.TokenError("create_app: tokens must be a non-empty auth.Tokens")
     metrics = Metrics()
     backend = backend or Backend(settings, metrics.hooks())
     stopping = asyncio.Event()
@@ -243,16 +254,17 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
 
     def openapi():
         if app.openapi_schema is None:
-            app.openapi_schema = clean_openapi(get_openapi(
+            app.openapi_schema = secure_openapi(clean_openapi(get_openapi(
                 title=app.title, version=app.version, description=app.description,
-                routes=app.routes))
+                routes=app.routes)))
         return app.openapi_schema
 
     app.openapi = openapi
     wrapped = app.build_middleware_stack
 
     def build_middleware_stack():  # metrics outermost: it sees the final status of every request
-        return metrics_middleware(fast_post(wrapped(), backend), metrics)
+        return metrics_middleware(require_token(fast_post(wrapped(), backend), tokens,
+                                                metrics.unauthorized), metrics)
 
     app.build_middleware_stack = build_middleware_stack
     return app
@@ -277,6 +289,61 @@ def clean_openapi(doc: dict) -> dict:
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     return doc
+
+
+# Served without a token: probes, metrics scrapes and the API's own description.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs",
+                        "/docs/oauth2-redirect", "/redoc"})
+UNAUTHORIZED = {"model": model.Error, "description": "missing, malformed or wrong bearer token",
+                "headers": {"WWW-Authenticate": {"schema": {"type": "string"},
+                                                 "description": "the Bearer challenge (RFC 6750)"}}}
+
+
+def secure_openapi(doc: dict) -> dict:
+    """Declare the bearer scheme, and on every operation that needs it, its security and 401."""
+    doc.setdefault("components", {})["securitySchemes"] = {auth.SCHEME: {
+        "type": "http", "scheme": "bearer",
+        "description": "a token of the gateway's token file (`talk serve --token-file`)"}}
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for path, item in doc.get("paths", {}).items():
+        if path in OPEN_PATHS:
+            continue
+        for op in item.values():
+            op["security"] = [{auth.SCHEME: []}]
+            op.setdefault("responses", {})["401"] = {
+                "description": UNAUTHORIZED["description"],
+                "headers": UNAUTHORIZED["headers"],
+                "content": {"application/json": {"schema": error_ref}}}
+    return doc
+
+
+def require_token(app, tokens: auth.Tokens, refused: Counter | None = None):
+    """Refuse (401 JSON) every request outside OPEN_PATHS without a right bearer token, before
+    anything reads its body. Outside the fast path, so it guards that too."""
+    challenge = f'Bearer realm="{auth.REALM}"'.encode()
+    count = {r: (refused.labels(r).inc if refused is not None else lambda: None)
+             for r in ("missing", "invalid")}
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await app(scope, receive, send)
+        given = [v for k, v in scope["headers"] if k == b"authorization"]
+        if len(given) == 1 and tokens.accepts(given[0]):
+            return await app(scope, receive, send)
+        count["invalid" if given else "missing"]()
+        if given:
+            detail = "wrong or malformed bearer token"
+            www = challenge + b', error="invalid_token"'
+        else:
+            detail = "an Authorization: Bearer <token> header is required"
+            www = challenge
+        body = json.dumps({"error": "unauthorized", "detail": detail}).encode()
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", www)]})
+        await send({"type": "http.response.body", "body": body})
+
+    return middleware
 
 
 async def read_limited(content_length: str | None, receive, limit: int) -> bytes:

@@ -1,4 +1,9 @@
-"""`twinsite talk serve --site SITE --nats URL[,URL...] --listen HOST:PORT [--stack lab]`.
+"""`twinsite talk serve --site SITE --nats URL[,URL...] --listen HOST:PORT --token-file FILE
+[--stack lab]`; `twinsite talk token FILE` writes a new token file (mode 0600).
+
+The API's bearer tokens come from a file (`--token-file`, else $TWINSITE_TALK_TOKEN_FILE), never
+from the command line, where `ps` would show them. Without one the gateway refuses to start: there
+is no open mode (docs/tokens.md).
 
 Runs one gateway under uvicorn (uvloop + httptools). SIGTERM/SIGINT: uvicorn stops accepting,
 finishes in-flight requests (subscribe streams are closed), then the NATS connection is drained.
@@ -14,6 +19,7 @@ import socket
 import sys
 
 from .. import topology
+from . import auth
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--nats-ca", default=os.environ.get("TWINSITE_NATS_CA"), metavar="PATH",
                    help="CA bundle: connect to NATS over TLS, verifying the servers (env "
                         "TWINSITE_NATS_CA)")
+    s.add_argument("--token-file", default=None, metavar="FILE",
+                   help="the API's bearer tokens, one per line (default: $TWINSITE_TALK_TOKEN_FILE)")
     s.add_argument("--log-level", default="warning")
+    t = sub.add_parser("token", help="write a new random API token file (mode 0600)")
+    t.add_argument("file")
+    t.add_argument("--force", action="store_true", help="replace an existing file")
     return p
 
 
@@ -69,8 +80,21 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _new_token(args) -> int:
+    if os.path.exists(args.file) and not args.force:
+        return _fail(f"{args.file} exists (pass --force to replace it)")
+    try:
+        auth.write(args.file)
+    except OSError as e:
+        return _fail(f"{args.file}: {e.strerror or e}")
+    print(f"wrote a new token to {args.file} (mode 0600)")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.cmd == "token":
+        return _new_token(args)
     topo = topology.load_stack(args.stack)
     try:
         topo.site(args.site)
@@ -95,6 +119,15 @@ def main(argv: list[str]) -> int:
     if args.nats_ca and not os.path.isfile(args.nats_ca):
         return _fail(f"--nats-ca: no such file: {args.nats_ca}")
 
+    token_file = args.token_file or os.environ.get(auth.ENV_FILE)
+    if not token_file:
+        return _fail(f"no API tokens: pass --token-file FILE or set {auth.ENV_FILE} "
+                     f"(`twinsite talk token FILE` makes one); the gateway never runs open")
+    try:
+        tokens = auth.load(token_file)
+    except auth.TokenError as e:
+        return _fail(str(e))
+
     # Bind ourselves so a busy port is one clear line, not a uvicorn traceback.
     sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,7 +146,7 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_topology(topo, args.site, urls, max_body_bytes=args.max_body_bytes,
                                       publish_timeout_s=args.publish_timeout,
                                       shards=args.shards, nats_auth=nats_auth)
-    app = create_app(settings)
+    app = create_app(settings, tokens=tokens)
     config = uvicorn.Config(app, loop="uvloop", http="httptools", ws="none", lifespan="on",
                             log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=3, server_header=False,

@@ -5,7 +5,7 @@
 
 from .background import BackgroundTraffic
 from .driver import DriverConfig, DriverStats, TrafficDriver
-from .lab import endpoints_from_lab
+from .lab import endpoints_from_lab, token_from_lab
 
 __all__ = ["BackgroundTraffic", "DriverConfig", "DriverStats", "TrafficDriver",
-           "endpoints_from_lab"]
+           "endpoints_from_lab", "token_from_lab"]

@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--state-dir", default=None, help="lab state dir (default: the lab's default)")
     r.add_argument("--endpoint", action="append", default=[], metavar="SITE=URL",
                    help="a gateway to use instead of the lab's (repeatable)")
+    r.add_argument("--token-file", default=None, metavar="FILE",
+                   help="the gateways' API token (default: the lab's; with --endpoint: "
+                        "$TWINSITE_TALK_TOKEN_FILE)")
     r.add_argument("--timeout", type=float, default=1.5, help="per-request timeout (s)")
     r.add_argument("--max-in-flight", type=int, default=256)
     r.add_argument("--settle", type=float, default=2.0, help="seconds to settle before reading back")
@@ -48,17 +51,27 @@ def parse_endpoints(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _lab_status(state_dir) -> dict:
+    from twinsite.lab import LabClient
+    return LabClient(state_dir).status()
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.duration <= 0 or args.rate <= 0 or args.rooms < 1 or args.subscribers < 0:
         return _fail("--duration and --rate must be > 0, --rooms >= 1, --subscribers >= 0")
+    from ..talk import auth
     try:
         if args.endpoint:
             endpoints = parse_endpoints(args.endpoint)
+            token = auth.client_token(args.token_file)
         else:
-            from .lab import endpoints_from_lab
+            from .lab import endpoints_from_lab, token_from_lab
             try:
-                endpoints = endpoints_from_lab(args.state_dir)
+                status = _lab_status(args.state_dir)
+                endpoints = endpoints_from_lab(status)
+                token = (auth.client_token(args.token_file) if args.token_file
+                         else token_from_lab(status))
             except ImportError:
                 return _fail("the lab is not available in this version: pass --endpoint SITE=URL")
             except Exception as e:  # noqa: BLE001 - LabError & co: one line, not a traceback
@@ -66,7 +79,8 @@ def main(argv: list[str]) -> int:
                              "(`twinsite lab up`, or pass --endpoint SITE=URL)")
         config = DriverConfig(endpoints=endpoints, rate=args.rate, rooms=args.rooms,
                               subscribers=args.subscribers, request_timeout_s=args.timeout,
-                              max_in_flight=args.max_in_flight, settle_s=args.settle)
+                              max_in_flight=args.max_in_flight, settle_s=args.settle,
+                              token=token)
         config.validate()
     except ValueError as e:
         return _fail(str(e))

@@ -32,6 +32,7 @@ import aiohttp
 
 from ..history import HistoryWriter
 from ..shards import shard_of
+from ..talk import auth
 
 SUBSCRIBER_PROCESS_BASE = 1000
 SUSPECT_S = 2.0  # a site that just timed out / refused / 5xx'd is tried last for this long
@@ -56,10 +57,14 @@ class DriverConfig:
     # client would be routed: {room index -> site} is computed from these; empty: round robin.
     shards: int = 0
     primaries: tuple[str, ...] = ()
+    token: str = field(default="", repr=False)  # the gateways' API bearer token (talk.auth)
 
     def validate(self) -> None:
         if not self.endpoints or not any(self.endpoints.values()):
             raise ValueError("no client endpoints: is the lab up? (or pass --endpoint SITE=URL)")
+        if not self.token:
+            raise ValueError("no API token for the gateways (the lab's is in its state dir; "
+                             f"else set {auth.ENV_FILE})")
         if self.rate <= 0:
             raise ValueError(f"rate must be > 0, got {self.rate}")
         if self.rooms < 1:
@@ -130,7 +135,8 @@ class TrafficDriver:
         c = self.config
         conn = aiohttp.TCPConnector(limit=c.max_in_flight + c.subscribers + 16,
                                     enable_cleanup_closed=True)
-        async with aiohttp.ClientSession(connector=conn, raise_for_status=False) as session:
+        async with aiohttp.ClientSession(connector=conn, raise_for_status=False,
+                                         headers=auth.header(c.token)) as session:
             self._session = session
             subs = [asyncio.create_task(self._subscriber(j)) for j in range(c.subscribers)]
             try:

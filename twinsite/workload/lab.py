@@ -1,4 +1,4 @@
-"""Where to send traffic: the client endpoints of the running lab."""
+"""Where to send traffic: the client endpoints of the running lab, and its API token."""
 
 from __future__ import annotations
 
@@ -26,3 +26,16 @@ def _url(item) -> str | None:
     if isinstance(item, dict):
         item = item.get("url") or item.get("base_url")
     return str(item).rstrip("/") if item else None
+
+
+def token_from_lab(status=None) -> str:
+    """The lab's gateway API token. `status` as for `endpoints_from_lab`: the status names the
+    token file (mode 0600, in the lab's state dir); the token itself never travels in it."""
+    from twinsite.talk import auth
+    if not isinstance(status, dict):
+        from twinsite.lab import LabClient
+        return LabClient(status).api_token()
+    path = status.get("talk_token_file")
+    if not path:
+        raise auth.TokenError("the lab's status names no talk_token_file (an older lab?)")
+    return auth.read_token(path)

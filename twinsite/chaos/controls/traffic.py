@@ -133,7 +133,8 @@ def _ensure_started(rate, rate_factor, rooms, subscribers, settle_s, warmup_s, c
         config = DriverConfig(endpoints=driver.endpoints(), rate=run.rate, rooms=run.rooms,
                               subscribers=int(subscribers), settle_s=float(settle_s),
                               shards=len(driver.shard_leaders()),
-                              primaries=tuple(s.name for s in topo.primary_sites))
+                              primaries=tuple(s.name for s in topo.primary_sites),
+                              token=driver.api_token())
         config.validate()
     except Exception as e:  # noqa: BLE001 - ActivityFailed, TopologyError, ValueError: one line
         raise InterruptExecution(f"twinsite traffic cannot start: {e}") from None

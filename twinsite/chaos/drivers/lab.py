@@ -52,6 +52,15 @@ class LabDriver:
         from twinsite.workload import endpoints_from_lab
         return endpoints_from_lab(self.status())
 
+    def api_token(self) -> str:
+        """The token the lab generated for its gateways (a 0600 file in its state dir)."""
+        from twinsite.talk.auth import TokenError
+        from twinsite.workload import token_from_lab
+        try:
+            return token_from_lab(self.status())
+        except TokenError as e:
+            raise ActivityFailed(f"the lab's API token: {e}") from None
+
     # --- faults ----------------------------------------------------------------------------------
 
     def apply(self, effect: faults.Effect) -> dict:

@@ -6,6 +6,9 @@ each site's `kubeContext`), `dry_run` (the actions plan, touch nothing), `run_id
 TWINSITE_RUN_ID, else this process's id: the method and the rollbacks of one `chaos run` share it).
 Secrets (optional): `tokens` ({site: bearer token}) and `nats_password` (the operations user;
 `nats_ca` in the configuration: the CA of the servers' TLS certificates).
+The gateways' API token (traffic): secret `talk_token`, else the file named by configuration
+`talk_token_file` or env TWINSITE_TALK_TOKEN_FILE (e.g. written from the stack's secret output:
+`pulumi stack output talkToken --show-secrets > FILE; chmod 600 FILE`).
 
 A fault is read → planned (`plan.py`, pure) → executed op by op. Each op is journalled; if the run
 is interrupted (Ctrl-C, SIGTERM) in the middle of a fault, what this fault already did is undone
@@ -21,6 +24,7 @@ from typing import Any, Mapping
 from chaoslib.exceptions import ActivityFailed
 
 from twinsite import faults
+from twinsite.talk import auth
 from twinsite.topology import Topology, TopologyError, load_stack
 
 from .cluster import ClusterError, SiteCluster, kubeconfig_path, site_addresses
@@ -55,6 +59,8 @@ class K8sDriver:
         from twinsite.natsclient import NatsAuth
         self.nats_auth = (NatsAuth(natsconf.OPS_USER, self.nats_password, c.get("nats_ca"))
                           if self.nats_password else None)
+        self.talk_token = s.get("talk_token")
+        self.talk_token_file = config_value(c, "talk_token_file", auth.ENV_FILE)
         self._clusters: dict[str, SiteCluster] | None = None
 
     # --- clusters ---------------------------------------------------------------------------------
@@ -131,6 +137,18 @@ class K8sDriver:
                                      f"talk-gateway Service has no LoadBalancer address yet")
             out[site.name] = [url.rstrip("/")]
         return out
+
+    def api_token(self) -> str:
+        try:
+            if self.talk_token:
+                return auth.check_token(str(self.talk_token), "secret talk_token")
+            if not self.talk_token_file:
+                raise auth.TokenError(f"no API token for the gateways: set the secret talk_token "
+                                      f"or {auth.ENV_FILE} (`pulumi stack output talkToken "
+                                      f"--show-secrets`)")
+            return auth.read_token(self.talk_token_file)
+        except auth.TokenError as e:
+            raise ActivityFailed(str(e)) from None
 
     def healthy(self) -> bool:
         """Every twinsite workload ready in every site (and JetStream current where reachable)."""
