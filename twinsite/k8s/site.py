@@ -49,6 +49,9 @@ class NatsCredentials(pulumi.ComponentResource):
         pem = {k: config.get_secret(key) for k, key in (
             ("tls.crt", "natsTlsCert"), ("tls.key", "natsTlsKey"), ("ca.crt", "natsTlsCa"))}
         self.tls_material = pem if all(v is not None for v in pem.values()) else None
+        # once, not per site: 11 bcrypt rounds cost ~0.15 s each
+        self.hashes = {role: pw.apply(lambda p, r=role: stable_bcrypt(p, r)) for role, pw in
+                       (("gateway", self.gateway_password), ("ops", self.ops_password))}
         self.register_outputs({})
 
     def string_data(self) -> dict:
@@ -59,8 +62,8 @@ class NatsCredentials(pulumi.ComponentResource):
                          ("route", self.route_password)):
             out[f"{role}-user"] = role
             out[f"{role}-password"] = pw
-            if role in c.HASH_TOKENS:
-                out[f"{role}-password-bcrypt"] = pw.apply(lambda p, r=role: stable_bcrypt(p, r))
+            if role in self.hashes:
+                out[f"{role}-password-bcrypt"] = self.hashes[role]
         return out
 
 
