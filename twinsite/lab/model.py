@@ -39,3 +39,11 @@ def link_state(spec: LinkSpec, default: LinkSpec, partitioned: bool, down: bool)
     if partitioned:
         return "partitioned"
     return "ok" if spec == default else "throttled"
+
+
+def boot_dialler(zones: tuple[str, ...], a: str, b: str) -> str:
+    """Of two zones, the one whose server dials the other's routes while the lab boots: the later
+    in topology order. Both keep every route configured (nats-server sizes a fresh meta group
+    from its configured routes); only the dialling is one-sided, so no pair races two
+    simultaneous route handshakes (see `Supervisor.boot_nats`)."""
+    return a if zones.index(a) > zones.index(b) else b

@@ -65,6 +65,7 @@ class Supervisor:
         self.ready = False
         self.api_port = 0
         self.stopping = asyncio.Event()
+        self.booted = asyncio.Event()  # set once the first meta leader is elected: see boot_nats
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class Supervisor:
                 if src != dst:
                     link = self.zone_links[model.pair_key(src, dst)]
                     r = await self.fabric.relay(f"route:{src}>{dst}", link, None)
+                    r.resolve = lambda peer, src=src, dst=dst: self._boot_gate(src, dst)
                     self.route_relay[(src, dst)] = r.address
                     relays.append((r, "route", src, dst))
         for gz in sorted({g.zone for g in self.gateways}):
@@ -137,6 +139,16 @@ class Supervisor:
         if src is None or src == dst:
             # typically a dialler that already gave up (FIN_WAIT2, no owner): nothing to relay
             log.info("advertised route of %s dialled by an unknown peer %s: refused", dst, peer)
+            return None
+        return await self._boot_gate(src, dst)
+
+    async def _boot_gate(self, src: str, dst: str) -> Link | None:
+        """The link a route connection src -> dst crosses; while the lab boots, a dial by the side
+        of the pair that must not dial (`model.boot_dialler`) is held, then reset once the first
+        meta leader is elected (its server then retries into the settled cluster)."""
+        zones = tuple(self.cluster.nodes)
+        if not self.booted.is_set() and model.boot_dialler(zones, src, dst) != src:
+            await self.booted.wait()
             return None
         return self.zone_links[model.pair_key(src, dst)]
 
@@ -333,15 +345,25 @@ class Supervisor:
     async def boot_nats(self, attempts: int = BOOT_ATTEMPTS) -> None:
         """Wait for the first meta leader; restart a fresh cluster if the first election split.
 
-        At boot every server knows only itself and learns its peers over the routes; through the
-        relays that takes a few ms longer than direct, and in about one boot out of four the first
-        vote splits, which costs a full Raft election timeout (4-9 s). A split is visible in
-        /raftz (a term was started, nobody leads) and a fresh restart costs ~0.3 s, so it is
-        cheaper to start over (empty stores: nothing is lost).
+        nats-server 2.15 counts the vote of a server with an empty log towards the first meta
+        leader only when *every* member of the expected group (6 here: its configured routes)
+        grants it, and each server campaigns 0.1-0.8 s after JetStream starts, as soon as it has
+        one route. So the route mesh must be complete before the second-earliest campaign, or
+        every server is a candidate of term 1 and nobody leads until a Raft election timeout
+        (4-9 s). Through the relays, both sides of a pair used to dial at once (a relay holds an
+        early dial until the peer listens), and nats-server resolves two simultaneous route
+        handshakes by closing one or both, then retries a second later: meshing took 0.3-0.7 s
+        and the first election split in most boots. Now only one side of each pair dials while
+        the lab boots (`_boot_gate`); every server still has every route configured, so every
+        server expects the same group size. The gate opens once the first meta leader exists.
+
+        A split is still detected in /raftz (a term was started, nobody leads) and answered with
+        a fresh restart (~1.3 s; empty stores, nothing is lost) rather than a Raft timeout.
         """
         for attempt in range(1, attempts + 1):
             split = await asyncio.to_thread(self._wait_meta_leader, attempt == attempts)
             if not split:
+                self.booted.set()
                 await asyncio.to_thread(self.cluster.wait_ready, 30.0)
                 return
             log.warning("first meta election split; restarting the NATS servers fresh "
