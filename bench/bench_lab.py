@@ -187,6 +187,7 @@ def _host(mode: str, d: Path) -> None:
             sup.cluster.write_configs()
             sup.start_servers_together()
             await sup.boot_nats()
+            await asyncio.to_thread(sup.cluster.wait_ready, 30.0)
             sup.set_dial_grace(0.0)
             publish(sup.cluster)
             await stop.wait()

@@ -366,22 +366,32 @@ class Supervisor:
         machine a route handshake waits for the scheduler). It is seen in /raftz as soon as no
         server can collect the votes it needs (`model.meta_split`), or a second after the first
         campaign, and answered with a fresh restart (~1 s; empty stores, nothing is lost) rather
-        than a Raft election timeout; the last attempt waits for the timeout.
+        than a Raft election timeout; the last attempt waits for the timeout. Until then the zone
+        links are unshaped: a route handshake, its interest and the vote cross the relays several
+        times, and each shaped hop waits for a timer of the supervisor's loop (on a busy machine
+        late); the modelled distances apply from the first meta leader on.
         """
-        for attempt in range(1, attempts + 1):
-            split = await asyncio.to_thread(self._wait_meta_leader, attempt == attempts)
-            if not split:
-                self.booted.set()
-                self.mark("meta leader")
-                await asyncio.to_thread(self.cluster.wait_ready, 30.0)
-                self.mark("healthy")
-                return
-            self.splits += 1
-            log.warning("first meta election split; restarting the NATS servers fresh "
-                        "(attempt %d)", attempt + 1)
-            await asyncio.to_thread(self._kill_and_wipe_servers)  # off the loop: relays go on
-            self.start_servers_together()
-            self.write_state()
+        for link in self.zone_links.values():
+            link.set_shape(LinkSpec())
+        try:
+            for attempt in range(1, attempts + 1):
+                split = await asyncio.to_thread(self._wait_meta_leader, attempt == attempts)
+                if not split:
+                    self.booted.set()
+                    self.mark("meta leader")
+                    return
+                await self._restart_servers(attempt + 1)
+        finally:
+            for key, link in self.zone_links.items():
+                link.set_shape(self.default_spec(key))
+
+    async def _restart_servers(self, attempt: int) -> None:
+        self.splits += 1
+        log.warning("first meta election split; restarting the NATS servers fresh "
+                    "(attempt %d)", attempt)
+        await asyncio.to_thread(self._kill_and_wipe_servers)  # off the loop: relays go on
+        self.start_servers_together()
+        self.write_state()
 
     def _kill_and_wipe_servers(self) -> None:
         for n in self.cluster.nodes.values():
@@ -467,18 +477,22 @@ class Supervisor:
         # of resetting it: route flapping at boot delays the first meta election by seconds.
         self.set_dial_grace(5.0)
         self.cluster.write_configs()
-        # Every store is a lazy store: a power loss drops what the server never fsynced. No FUSE,
-        # no lab (FuseUnavailable names the cause): never the old semantics silently.
         # One process imports the gateway code once (~0.75 s of CPU), while the stores mount and
         # before any NATS server starts: during the first meta election its CPU made that vote
         # split far more often (10 of 12 boots against 4 of 12, measured interleaved).
         self.forker.warm_up()
+        # Every store is a lazy store: a power loss drops what the server never fsynced. No FUSE,
+        # no lab (FuseUnavailable names the cause): never the old semantics silently.
         await asyncio.gather(asyncio.to_thread(self.cluster.mount_stores),
                              asyncio.to_thread(self.forker.wait_preloaded))
         self.mark("stores")
         self.start_servers_together()
         self.write_state()
         await self.boot_nats()
+
+        async def healthy():
+            await asyncio.to_thread(self.cluster.wait_ready, 30.0)
+            self.mark("healthy")
 
         async def gateways():
             await asyncio.to_thread(self.start_gateways)
@@ -487,7 +501,8 @@ class Supervisor:
             await asyncio.to_thread(procs.wait_until, self.gateways_ready, 30.0, 0.05,
                                     "every gateway's /readyz")
             self.mark("gateways ready")
-        await asyncio.gather(self.probe_write(30.0), gateways())
+        # from the first meta leader on, nothing waits for anything it does not need
+        await asyncio.gather(healthy(), self.probe_write(30.0), gateways())
         self.set_dial_grace(0.0)
         self.ready = True
         self.write_state()
