@@ -146,6 +146,22 @@ def test_the_lab_has_its_own_api_token(lab, lab_dir):
     assert r.returncode == 0 and "already up" in r.stdout and "gw-pangyo-a" in r.stdout
 
 
+def test_every_server_configures_every_route_and_expects_the_whole_meta_group(lab):
+    """Only one side of each pair dials at boot, but every server has all six routes configured
+    (nats-server sizes a fresh meta group from them: fewer would let it elect with too few
+    votes), and after the boot every server counts all seven members and the same leader."""
+    st = lab.status()
+    leaders = set()
+    for n in nodes(st, "nats"):
+        assert len(monitor(n["monitor_url"], "/varz")["cluster"]["urls"]) == 6, n["name"]
+        g = monitor(n["monitor_url"], "/raftz?group=_meta_")["$SYS"]["_meta_"]
+        assert g["size"] == 7 and len(g["peers"]) == 6, (n["name"], g)
+        meta = monitor(n["monitor_url"], "/jsz")["meta_cluster"]
+        assert meta["cluster_size"] == 7, (n["name"], meta)
+        leaders.add(meta.get("leader"))
+    assert len(leaders) == 1 and None not in leaders
+
+
 def test_status_shows_every_shards_leader_split_over_the_primary_sites(lab, lab_dir):
     """The gateways' balancer leads shard i from primary site i mod 2; status shows it, none in the
     witness."""

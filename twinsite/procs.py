@@ -34,11 +34,12 @@ def tie_to_parent(own_group: bool = True) -> None:
 
 
 def spawn(argv: Sequence[str], *, log: str | Path | None = None, env: dict | None = None,
-          cwd: str | Path | None = None, die_with_parent: bool = True) -> subprocess.Popen:
+          cwd: str | Path | None = None, die_with_parent: bool = True,
+          stdin=subprocess.DEVNULL) -> subprocess.Popen:
     out = open(log, "ab") if log else subprocess.DEVNULL
     try:
         return subprocess.Popen(
-            list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=stdin,
             env=env, cwd=cwd, preexec_fn=tie_to_parent if die_with_parent else os.setsid,
             close_fds=True)
     finally:

@@ -83,6 +83,10 @@ def _serve(argv: list[str], log: str) -> None:
     sys.exit(cli.main(argv))
 
 
+def _noop() -> None:
+    """A fork that exits at once: `GatewayForker.wait_preloaded`."""
+
+
 class GatewayForker:
     def __init__(self) -> None:
         self.ctx = multiprocessing.get_context("forkserver")
@@ -96,6 +100,13 @@ class GatewayForker:
             forkserver.ensure_running()
         finally:
             os.environ.pop(_PARENT_ENV, None)
+
+    def wait_preloaded(self) -> None:
+        """Block until the forkserver has done its imports (it answers a fork only then): one
+        child that exits at once. Any thread."""
+        p = self.ctx.Process(target=_noop, daemon=True)
+        p.start()
+        p.join()
 
     def spawn(self, argv: Sequence[str], *, log: str | Path) -> ForkedChild:
         """`argv` are the arguments of `twinsite talk` (e.g. ["serve", "--site", ...]).

@@ -39,3 +39,43 @@ def link_state(spec: LinkSpec, default: LinkSpec, partitioned: bool, down: bool)
     if partitioned:
         return "partitioned"
     return "ok" if spec == default else "throttled"
+
+
+def boot_dialler(zones: tuple[str, ...], a: str, b: str) -> str:
+    """Of two zones, the one whose server dials the other's routes while the lab boots: the later
+    in topology order. Both keep every route configured (nats-server sizes a fresh meta group
+    from its configured routes); only the dialling is one-sided, so no pair races two
+    simultaneous route handshakes (see `Supervisor.boot_nats`)."""
+    return a if zones.index(a) > zones.index(b) else b
+
+
+@dataclass(frozen=True)
+class MetaView:
+    """One server's view of the JetStream meta group (its /raftz): what a split is judged on."""
+
+    zone: str
+    state: str  # LEADER, FOLLOWER, CANDIDATE, ...
+    term: int
+    voted_for: str  # node id, "" if none this term
+    leader: str  # node id, "" if none
+    size: int  # the group size it expects
+
+
+def meta_split(views: list[MetaView], servers: int) -> bool:
+    """True when the first meta election can no longer elect anybody in its term.
+
+    On a fresh cluster every log is empty, and nats-server then makes a candidate leader only
+    when *every* member of its expected group (`size`) granted its vote. Votes are cast once per
+    term, so a candidate (or a server yet to campaign) can at best win the votes already cast for
+    it plus those not cast yet; below `size` for everyone, only a Raft election timeout (4-9 s)
+    starts a new term. Servers that did not answer count as not having voted (never a false
+    split: a stale view can only show fewer votes cast than there are)."""
+    if not views or any(v.leader or v.state == "LEADER" for v in views):
+        return False
+    term = max(v.term for v in views)
+    if term < 1 or any(v.term not in (0, term) for v in views):
+        return False  # not started, or terms moving on: judged by time instead
+    cast = [v.voted_for for v in views if v.term == term and v.voted_for]
+    uncast = servers - len(cast)
+    best = max((cast.count(c) for c in set(cast)), default=0)
+    return best + uncast < min(v.size for v in views)

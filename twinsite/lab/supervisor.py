@@ -41,7 +41,7 @@ log = logging.getLogger("twinsite.lab")
 PROBE_STREAM = "LAB_PROBE"
 CONVERGE_TIMEOUT_S = 60.0
 SPLIT_AFTER_S = 1.0  # a vote round takes ms; a term without a leader after this has split
-BOOT_ATTEMPTS = 3
+BOOT_ATTEMPTS = 5  # a restart costs ~1 s, the Raft timeout that ends a split 4-9 s
 
 
 class Supervisor:
@@ -68,6 +68,10 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.creds: credentials.LabCredentials | None = None  # at start: every hop authenticated
         self.token_file = state_dir / auth.LAB_TOKEN_FILE  # this lab's API token (start writes it)
+        self.booted = asyncio.Event()  # set once the first meta leader is elected: see boot_nats
+        self.boot_t0 = time.monotonic()
+        self.boot_marks: dict[str, float] = {}  # phase -> seconds since boot_t0 (the ready line)
+        self.splits = 0  # split first meta elections at boot
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -105,6 +109,7 @@ class Supervisor:
                 if src != dst:
                     link = self.zone_links[model.pair_key(src, dst)]
                     r = await self.fabric.relay(f"route:{src}>{dst}", link, None)
+                    r.resolve = lambda peer, src=src, dst=dst: self._boot_gate(src, dst)
                     self.route_relay[(src, dst)] = r.address
                     relays.append((r, "route", src, dst))
         for gz in sorted({g.zone for g in self.gateways}):
@@ -140,6 +145,16 @@ class Supervisor:
         if src is None or src == dst:
             # typically a dialler that already gave up (FIN_WAIT2, no owner): nothing to relay
             log.info("advertised route of %s dialled by an unknown peer %s: refused", dst, peer)
+            return None
+        return await self._boot_gate(src, dst)
+
+    async def _boot_gate(self, src: str, dst: str) -> Link | None:
+        """The link a route connection src -> dst crosses; while the lab boots, a dial by the side
+        of the pair that must not dial (`model.boot_dialler`) is held, then reset once the first
+        meta leader is elected (its server then retries into the settled cluster)."""
+        zones = tuple(self.cluster.nodes)
+        if not self.booted.is_set() and model.boot_dialler(zones, src, dst) != src:
+            await self.booted.wait()
             return None
         return self.zone_links[model.pair_key(src, dst)]
 
@@ -257,7 +272,9 @@ class Supervisor:
                         await js.add_stream(name=PROBE_STREAM, subjects=["_lab.probe"],
                                             num_replicas=self.topo.messaging.stream_replicas,
                                             max_msgs=100)
+                    self.mark("probe stream")
                     await js.publish("_lab.probe", b"probe", timeout=2)
+                    self.mark("probe write")
                     return
                 except Exception as e:  # noqa: BLE001 - elections in progress: retry
                     if time.monotonic() > deadline:
@@ -342,26 +359,78 @@ class Supervisor:
     async def boot_nats(self, attempts: int = BOOT_ATTEMPTS) -> None:
         """Wait for the first meta leader; restart a fresh cluster if the first election split.
 
-        At boot every server knows only itself and learns its peers over the routes; through the
-        relays that takes a few ms longer than direct, and in about one boot out of four the first
-        vote splits, which costs a full Raft election timeout (4-9 s). A split is visible in
-        /raftz (a term was started, nobody leads) and a fresh restart costs ~0.3 s, so it is
-        cheaper to start over (empty stores: nothing is lost).
+        nats-server 2.15 counts the vote of a server with an empty log towards the first meta
+        leader only when *every* member of the expected group (6 here: its configured routes)
+        grants it, and each server campaigns 0.1-0.8 s after JetStream starts, as soon as it has
+        one route. So the route mesh must be complete before the second-earliest campaign, or
+        every server is a candidate of term 1 and nobody leads until a Raft election timeout
+        (4-9 s). Through the relays, both sides of a pair used to dial at once (a relay holds an
+        early dial until the peer listens), and nats-server resolves two simultaneous route
+        handshakes by closing one or both, then retries a second later: meshing took 0.3-0.7 s
+        and the first election split in most boots. Now only one side of each pair dials while
+        the lab boots (`_boot_gate`); every server still has every route configured, so every
+        server expects the same group size. The gate opens once the first meta leader exists.
+
+        A split is still possible (a campaign timer shorter than the mesh takes to form: on a busy
+        machine a route handshake waits for the scheduler). It is seen in /raftz as soon as no
+        server can collect the votes it needs (`model.meta_split`), or a second after the first
+        campaign, and answered with a fresh restart (~1 s; empty stores, nothing is lost) rather
+        than a Raft election timeout; the last attempt waits for the timeout. Until then the zone
+        links are unshaped: a route handshake, its interest and the vote cross the relays several
+        times, and each shaped hop waits for a timer of the supervisor's loop (on a busy machine
+        late); the modelled distances apply from the first meta leader on.
         """
-        for attempt in range(1, attempts + 1):
-            split = await asyncio.to_thread(self._wait_meta_leader, attempt == attempts)
-            if not split:
-                await asyncio.to_thread(self.cluster.wait_ready, 30.0)
-                return
-            log.warning("first meta election split; restarting the NATS servers fresh "
-                        "(attempt %d)", attempt + 1)
+        for link in self.zone_links.values():
+            link.set_shape(LinkSpec())
+        try:
+            for attempt in range(1, attempts + 1):
+                split = await asyncio.to_thread(self._wait_meta_leader, attempt == attempts)
+                if not split:
+                    self.booted.set()
+                    self.mark("meta leader")
+                    return
+                await self._restart_servers(attempt + 1)
+        finally:
+            for key, link in self.zone_links.items():
+                link.set_shape(self.default_spec(key))
+
+    async def _restart_servers(self, attempt: int) -> None:
+        self.splits += 1
+        log.warning("first meta election split; restarting the NATS servers fresh "
+                    "(attempt %d)", attempt)
+        await asyncio.to_thread(self._kill_and_wipe_servers)  # off the loop: relays go on
+        self.start_servers_together()
+        self.write_state()
+
+    def _kill_and_wipe_servers(self) -> None:
+        for n in self.cluster.nodes.values():
+            if n.proc is not None:
+                procs.reap(n.proc, sig=signal.SIGKILL)
+            self.cluster.wipe_store(n.zone)  # an rmtree alone is unsynced: a drop would undo it
+
+    def start_servers_together(self) -> None:
+        """Spawn every stopped server held at a barrier (a shell waiting for one line on its
+        stdin), then release them all at once. Spawned one after another, seven servers on a
+        busy machine took 0.2-1 s to all listen for routes, longer than the first campaign
+        timer (see boot_nats); released together, they share the CPU and start in step."""
+        held = []
+        try:
             for n in self.cluster.nodes.values():
-                if n.proc is not None:
-                    procs.reap(n.proc, sig=signal.SIGKILL)
-                self.cluster.wipe_store(n.zone)  # an rmtree alone is unsynced: a drop would undo it
-            for zone in self.cluster.nodes:
-                self.cluster.start_node(zone)
-            self.write_state()
+                if n.running:
+                    continue
+                r, w = os.pipe()
+                held.append(w)
+                try:
+                    n.proc = procs.spawn(["/bin/sh", "-c", 'read -r _ && exec "$@" </dev/null',
+                                          "sh", procs.nats_server_binary(), "-c",
+                                          str(n.config_path)], log=n.log_path, stdin=r)
+                finally:
+                    os.close(r)
+            for w in held:
+                os.write(w, b"\n")
+        finally:
+            for w in held:
+                os.close(w)
 
     def _wait_meta_leader(self, last: bool, timeout: float = 30.0) -> bool:
         """True when the first election visibly split (and `last` is False), False on a leader."""
@@ -370,36 +439,50 @@ class Supervisor:
         while time.monotonic() < deadline:
             for n in self.cluster.nodes.values():
                 self.cluster._alive_or_raise(n)
-            if self.cluster.meta_leader():
+            views = self._meta_views()
+            if any(v.leader or v.state == "LEADER" for v in views):
                 return False
             if not last:
-                terms, seen = [], []
-                for n in self.cluster.nodes.values():
-                    try:
-                        g = n.monitor("/raftz?group=_meta_").get("$SYS", {}).get("_meta_", {})
-                        terms.append(int(g.get("term") or 0))
-                        seen.append(f"{n.zone}:{g.get('state')}/{g.get('term')}/"
-                                    f"{g.get('voted_for')}/{g.get('leader')}/{g.get('size')}")
-                    except (OSError, ValueError):
-                        pass
-                if terms and max(terms) >= 1 and campaign_seen is None:
+                if views and max(v.term for v in views) >= 1 and campaign_seen is None:
                     campaign_seen = time.monotonic()
-                if campaign_seen and time.monotonic() - campaign_seen > SPLIT_AFTER_S:
-                    log.warning("split: %s", " ".join(seen))
+                if model.meta_split(views, len(self.cluster.nodes)) or (
+                        campaign_seen and time.monotonic() - campaign_seen > SPLIT_AFTER_S):
+                    log.warning("split: %s", " ".join(
+                        f"{v.zone}:{v.state}/{v.term}/{v.voted_for}/{v.leader}/{v.size}"
+                        for v in views))
                     return True
             time.sleep(0.05)
         raise TimeoutError(f"no JetStream meta leader after {timeout:.0f}s")
+
+    def _meta_views(self) -> list[model.MetaView]:
+        """The meta group as each answering server sees it (one /raftz each)."""
+        views = []
+        for n in self.cluster.nodes.values():
+            try:
+                g = n.monitor("/raftz?group=_meta_").get("$SYS", {}).get("_meta_", {})
+            except (OSError, ValueError):
+                continue
+            if g:
+                views.append(model.MetaView(n.zone, str(g.get("state") or ""),
+                                            int(g.get("term") or 0), str(g.get("voted_for") or ""),
+                                            str(g.get("leader") or ""), int(g.get("size") or 0)))
+        return views
 
     def set_dial_grace(self, seconds: float) -> None:
         for r in self.fabric.relays.values():
             r.dial_grace = seconds
 
+    def mark(self, phase: str) -> None:
+        """Record when a boot phase ended (seconds since `start` began), for the ready line."""
+        self.boot_marks[phase] = time.monotonic() - self.boot_t0
+
     async def start(self) -> None:
-        t0 = time.monotonic()
+        self.boot_t0 = time.monotonic()
         auth.write(self.token_file)  # a new token per lab (mode 0600), before any gateway
         await self.build_fabric()
         self.api_server = await asyncio.start_server(self.handle, HOST, 0)
         self.api_port = self.api_server.sockets[0].getsockname()[1]
+        self.mark("fabric")
         # While everything starts, a relay holds a connection to a not-yet-listening peer instead
         # of resetting it: route flapping at boot delays the first meta election by seconds.
         self.set_dial_grace(5.0)
@@ -409,40 +492,39 @@ class Supervisor:
         self.cluster.security = self.creds.security(
             [shards.stream_name(i) for i in range(capacity.lab_shard_count(self.topo))])
         self.cluster.write_configs()
+        # One process imports the gateway code once (~0.75 s of CPU), while the stores mount and
+        # before any NATS server starts: during the first meta election its CPU made that vote
+        # split far more often (10 of 12 boots against 4 of 12, measured interleaved).
+        self.forker.warm_up()
         # Every store is a lazy store: a power loss drops what the server never fsynced. No FUSE,
         # no lab (FuseUnavailable names the cause): never the old semantics silently.
-        await asyncio.to_thread(self.cluster.mount_stores)
-        for zone in self.cluster.nodes:
-            self.cluster.start_node(zone)
+        await asyncio.gather(asyncio.to_thread(self.cluster.mount_stores),
+                             asyncio.to_thread(self.forker.wait_preloaded))
+        self.mark("stores")
+        self.start_servers_together()
         self.write_state()
-        t1 = time.monotonic()
         await self.boot_nats()
-        t2 = time.monotonic()
-        # One process imports the gateway code once, after the first meta election: during it,
-        # its CPU made that vote split far more often (10 of 12 boots against 4 of 12, measured
-        # interleaved). The first fork waits for the imports, off the loop: the relays go on.
-        self.forker.warm_up()
-        forked_s = []
+
+        async def healthy():
+            await asyncio.to_thread(self.cluster.wait_ready, 30.0)
+            self.mark("healthy")
 
         async def gateways():
             await asyncio.to_thread(self.start_gateways)
-            forked_s.append(time.monotonic() - t2)
+            self.mark("gateways forked")
             self.write_state()
             await asyncio.to_thread(procs.wait_until, self.gateways_ready, 30.0, 0.05,
                                     "every gateway's /readyz")
-        probe_s = []
-
-        async def probe():
-            await self.probe_write(30.0)
-            probe_s.append(time.monotonic() - t2)
-        await asyncio.gather(probe(), gateways())
+            self.mark("gateways ready")
+        # from the first meta leader on, nothing waits for anything it does not need
+        await asyncio.gather(healthy(), self.probe_write(30.0), gateways())
         self.set_dial_grace(0.0)
         self.ready = True
         self.write_state()
-        t3 = time.monotonic()
-        log.warning("lab ready in %.2fs (spawned %.2f, meta leader %.2f, then probe write %.2f, "
-                    "gateways forked %.2f and ready %.2f)", t3 - t0, t1 - t0, t2 - t1,
-                    probe_s[0], forked_s[0], t3 - t2)
+        log.warning("lab ready in %.2fs (%s; %d split election(s))",
+                    time.monotonic() - self.boot_t0,
+                    ", ".join(f"{k} {v:.2f}" for k, v in
+                              sorted(self.boot_marks.items(), key=lambda kv: kv[1])), self.splits)
 
     async def shutdown(self) -> None:
         self.ready = False

@@ -157,6 +157,7 @@ class Backend:
                 await asyncio.sleep(0.2)
             pending = failed
         self.stream_ready = not pending
+        self._ready_cache = (0.0, False, "starting")  # the cached "not created yet" is stale now
         if self.stream_ready and s.balancer is not None and s.topology is not None:
             from .balancer import Balancer
             self._balancer = Balancer(self, s.balancer, s.topology)
