@@ -30,6 +30,7 @@ class RunMeta:
     load_end: tuple[float, float, float]
     exit_code: int | None
     log_tail: str = ""  # the drill's last output lines, for a run without a summary
+    load_samples: tuple[tuple[float, float], ...] = ()  # (s into the run, 1-min load) during it
 
 
 def _failure(x: dict) -> dict:
@@ -56,6 +57,9 @@ def run_record(meta: RunMeta, summary: dict | None) -> dict:
     return {"run": meta.run, "started": meta.started, "wall_s": round(meta.wall_s, 1),
             "load_start": [round(v, 2) for v in meta.load_start],
             "load_end": [round(v, 2) for v in meta.load_end],
+            "load_max": max([meta.load_start[0], meta.load_end[0]]
+                            + [v for _, v in meta.load_samples]),
+            "load_samples": [list(p) for p in meta.load_samples],
             "exit_code": meta.exit_code, "drill_duration_s": (summary or {}).get("duration_s"),
             "summary": summary is not None, "experiments": exps,
             **({} if summary is not None else {"log_tail": meta.log_tail})}
@@ -87,7 +91,8 @@ def summarize(runs: list[dict], planned: int, stack: str = "lab",
         per[name] = {"runs": len(seen), "passes": sum(x["status"] == "passed" for _, x in seen),
                      **{m: spread([x.get(m) for _, x in seen]) for m in SPREAD_METRICS},
                      "failed_tolerances": by_tolerance, "failures": failures}
-    loads = [r["load_start"][0] for r in runs] + [r["load_end"][0] for r in runs]
+    loads = [v for r in runs for v in [r["load_start"][0], r["load_end"][0]]
+             + [x[1] for x in r.get("load_samples") or []]]
     return {"stack": stack, "runs_planned": planned, "runs_done": len(runs),
             "interrupted": interrupted,
             "runs_clean": sum(r["summary"] and r["exit_code"] == 0 for r in runs),
@@ -113,7 +118,7 @@ def markdown(soak: dict) -> str:
             f"{' (interrupted)' if soak['interrupted'] else ''}, stack {soak['stack']}\n\n"
             f"Clean runs (every experiment passed): {soak['runs_clean']}/{soak['runs_done']}; "
             f"drill wall time min/median/max {_sp(soak['wall_s'], 0)} s; "
-            f"1-min load average {_sp(soak['load_1min'])}.\n")
+            f"1-min load average (sampled every 5 s) {_sp(soak['load_1min'])}.\n")
     lines = [head, "| experiment | passed/runs | unavailable s (min / median / max) | "
              "p99 during fault ms (min / median / max) | failed tolerances |",
              "|---|---|---|---|---|"]
@@ -121,13 +126,14 @@ def markdown(soak: dict) -> str:
         tols = ", ".join(f"{k} ×{v}" for k, v in e["failed_tolerances"].items()) or "–"
         lines.append(f"| {name} | {e['passes']}/{e['runs']} | {_sp(e['max_unavailable_s'])} | "
                      f"{_sp(e['p99_during_ms'], 0)} | {tols} |")
-    lines += ["", "| run | started (UTC) | wall s | load start (1/5/15 min) | load end | exit | "
-              "failed |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| run | started (UTC) | wall s | load start (1/5/15 min) | load end | "
+              "load max (1 min) | exit | failed |", "|---|---|---|---|---|---|---|---|"]
     for r in soak["runs"]:
         bad = [n for n, x in r["experiments"].items() if x["status"] != "passed"]
         lines.append(f"| {r['run']:02d} | {r['started']} | {r['wall_s']:.0f} | "
                      f"{' / '.join(f'{v:.1f}' for v in r['load_start'])} | "
-                     f"{' / '.join(f'{v:.1f}' for v in r['load_end'])} | {r['exit_code']} | "
+                     f"{' / '.join(f'{v:.1f}' for v in r['load_end'])} | "
+                     f"{r['load_max']:.1f} | {r['exit_code']} | "
                      f"{', '.join(bad) or ('no summary' if not r['summary'] else '–')} |")
     lines += ["", "## Failures", ""]
     for name, e in soak["experiments"].items():

@@ -27,6 +27,7 @@ from .. import procs
 from ..topology import project_root
 from . import soak
 
+LOAD_SAMPLE_S = 5.0  # the load average is sampled this often during a run
 KEEP_ALWAYS = ("verdict.json", "journal.json", "chaostoolkit.log")
 
 
@@ -59,6 +60,7 @@ class Soak:
     def __init__(self):
         self.child: subprocess.Popen | None = None
         self.stopping = False
+        self.samples: list[tuple[float, float]] = []  # (s into the run, 1-min load average)
 
     def on_signal(self, signum, frame):
         # the drill runs in its own session (terminal Ctrl-C reaches only us): pass it on once
@@ -73,14 +75,19 @@ class Soak:
                 pass
 
     def run_drill(self, cmd: list[str], log: Path) -> int | None:
+        self.samples = []
         with open(log, "w") as out:
             self.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, cwd=str(project_root()),
                                           preexec_fn=procs.tie_to_parent)
+            t0 = time.monotonic()
             try:
                 while True:
                     try:
-                        return self.child.wait()
+                        return self.child.wait(timeout=LOAD_SAMPLE_S)
+                    except subprocess.TimeoutExpired:
+                        self.samples.append((round(time.monotonic() - t0, 1),
+                                             round(os.getloadavg()[0], 2)))
                     except KeyboardInterrupt:  # the handler already passed it on
                         continue
             finally:
@@ -153,7 +160,7 @@ def main(argv: list[str]) -> int:
             load0, t0 = os.getloadavg(), time.monotonic()
             code = runner.run_drill(drill_command(args, run_dir / "drill"), run_dir / "drill.log")
             meta = soak.RunMeta(n, started, time.monotonic() - t0, load0, os.getloadavg(), code,
-                                tail(run_dir / "drill.log"))
+                                tail(run_dir / "drill.log"), tuple(runner.samples))
             records.append(soak.run_record(meta, collect(run_dir, run_dir / "drill")))
             s = write_summary(out, records, args, runner.stopping)
             bad = [k for k, x in records[-1]["experiments"].items() if x["status"] != "passed"]
