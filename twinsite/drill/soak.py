@@ -9,7 +9,7 @@ during the fault, and every failure with the tolerance that failed and its measu
 
 An experiment a Ctrl-C cut short (`interrupted`) is not counted as a run: the soak stopped, the
 experiment did not fail. A drill that wrote no summary at all (the lab did not start, bad usage)
-is a failed run of the soak, listed under `drill_errors`.
+is a failed run of the soak, listed under `drill_errors` — unless it was interrupted (exit 130).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def summarize(runs: list[dict], planned: int, stack: str = "lab",
             "runs_clean": sum(r["summary"] and r["exit_code"] == 0 for r in runs),
             "drill_errors": [{"run": r["run"], "exit_code": r["exit_code"],
                               "log_tail": r.get("log_tail", "")}
-                             for r in runs if not r["summary"]],
+                             for r in runs if not r["summary"] and r["exit_code"] != 130],
             "wall_s": spread([r["wall_s"] for r in runs]),
             "load_1min": spread(loads), "experiments": per, "runs": runs}
 
