@@ -129,7 +129,8 @@ def markdown(soak: dict) -> str:
     lines += ["", "| run | started (UTC) | wall s | load start (1/5/15 min) | load end | "
               "load max (1 min) | exit | failed |", "|---|---|---|---|---|---|---|---|"]
     for r in soak["runs"]:
-        bad = [n for n, x in r["experiments"].items() if x["status"] != "passed"]
+        bad = [n if x["status"] != "interrupted" else f"{n} (interrupted)"
+               for n, x in r["experiments"].items() if x["status"] != "passed"]
         lines.append(f"| {r['run']:02d} | {r['started']} | {r['wall_s']:.0f} | "
                      f"{' / '.join(f'{v:.1f}' for v in r['load_start'])} | "
                      f"{' / '.join(f'{v:.1f}' for v in r['load_end'])} | "

@@ -4,7 +4,7 @@ Each run is a separate `twinsite drill` process (lab up, the experiments, lab do
 `make drill`), its output in reports/soak/<stamp>/run-NN/drill.log. After each run the drill's
 report folder is moved into run-NN/ and trimmed: summary.json, and per experiment verdict.json,
 journal.json and chaostoolkit.log are kept; the history (large) and report.html only when that
-experiment did not pass. soak.json and soak.md (twinsite.drill.soak) are rewritten after every run,
+experiment did not pass, and then the lab's logs too (run-NN/lab-logs/). soak.json and soak.md (twinsite.drill.soak) are rewritten after every run,
 so a soak that is killed keeps what it measured. Ctrl-C/SIGTERM: the running drill is interrupted
 (it rolls back and takes its lab down, exit 130), the summary of the runs so far is written, exit
 130. Exit 0 when every run passed every experiment, 1 otherwise.
@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import procs
+from ..lab import state as labstate
 from ..topology import project_root
 from . import soak
 
@@ -122,6 +123,17 @@ def collect(run_dir: Path, scratch: Path) -> dict | None:
     return summary
 
 
+def keep_lab_logs(state_dir: Path, dest: Path) -> None:
+    """The lab's logs (supervisor, NATS servers, gateways) of a run that did not pass: the next
+    drill's `lab up` starts them afresh, and a failure's cause is often only in them."""
+    for log in state_dir.rglob("*.log"):
+        rel = log.relative_to(state_dir)
+        if log.is_file() and not any(p.startswith("jetstream") for p in rel.parts[:-1]):
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(log, target)
+
+
 def tail(path: Path, n: int = 5) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -162,6 +174,8 @@ def main(argv: list[str]) -> int:
             meta = soak.RunMeta(n, started, time.monotonic() - t0, load0, os.getloadavg(), code,
                                 tail(run_dir / "drill.log"), tuple(runner.samples))
             records.append(soak.run_record(meta, collect(run_dir, run_dir / "drill")))
+            if code != 0:
+                keep_lab_logs(labstate.state_dir(args.state_dir), run_dir / "lab-logs")
             s = write_summary(out, records, args, runner.stopping)
             bad = [k for k, x in records[-1]["experiments"].items() if x["status"] != "passed"]
             print(f"soak: run {n}/{args.runs} exit {code} in {meta.wall_s:.0f}s, load "
