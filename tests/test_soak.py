@@ -2,7 +2,7 @@
 
 The summary.json fixtures in tests/fixtures/soak/ were written by real `twinsite drill` runs on
 the lab (link-throttle on a machine at load 11-30: one run over the p99 budget, one over the
-unavailability budget; six experiments passing). The end-to-end test runs `twinsite soak` for real:
+unavailability budget; six experiments, site-power-cut over its unavailability budget). The end-to-end test runs `twinsite soak` for real:
 two drills of a short fixture experiment, each with its own lab, a Ctrl-C during the second.
 """
 
@@ -52,8 +52,8 @@ def test_run_record_names_the_failed_tolerance_and_its_value():
 
 
 def test_summary_counts_passes_and_spreads_over_real_runs():
-    passing = load("six-passed")
-    runs = [soak.run_record(meta(1, 0), passing),
+    passing = load("six-site-power-cut-failed")
+    runs = [soak.run_record(meta(1), passing),
             soak.run_record(meta(2), load("throttle-p99-failed")),
             soak.run_record(meta(3), load("throttle-unavailable-failed"))]
     s = soak.summarize(runs, planned=3)
@@ -66,9 +66,14 @@ def test_summary_counts_passes_and_spreads_over_real_runs():
     assert t["failed_tolerances"] == {"p99-during-fault-at-most-1000ms": 1,
                                       "writes-unavailable-at-most-3s": 1}
     assert [f["run"] for f in t["failures"]] == [2, 3]
-    others = {n: e for n, e in s["experiments"].items() if n != "link-throttle"}
-    assert len(others) == 5 and all((e["passes"], e["runs"]) == (1, 1) for e in others.values())
-    assert s["runs_clean"] == 1 and s["drill_errors"] == []
+    fire = s["experiments"]["site-power-cut"]
+    assert (fire["passes"], fire["runs"]) == (0, 1)
+    assert fire["failed_tolerances"] == {"writes-unavailable-at-most-12s": 1}
+    assert fire["failures"][0]["checks"][0]["value"] == 24.499
+    others = {n: e for n, e in s["experiments"].items()
+              if n not in ("link-throttle", "site-power-cut")}
+    assert len(others) == 4 and all((e["passes"], e["runs"]) == (1, 1) for e in others.values())
+    assert s["runs_clean"] == 0 and s["drill_errors"] == []
     md = soak.markdown(s)
     assert "| link-throttle | 1/3 |" in md
     assert "run 03 link-throttle deviated: writes-unavailable-at-most-3s: measured 24.935" in md
