@@ -137,6 +137,18 @@ def test_soak_runs_drills_and_stops_cleanly_on_ctrl_c(tmp_path):
     assert not is_running(str(state))
 
 
+def test_load_during_each_experiment_comes_from_its_journal_window():
+    journals = {"a": {"start": "2026-12-02T16:00:10+00:00", "end": "2026-12-02T16:00:20+00:00"},
+                "b": {"start": "2026-12-02T16:00:20+00:00", "end": "2026-12-02T16:00:40+00:00"},
+                "c": {"start": "garbage"}}
+    w = soak.experiment_windows("2026-12-02T16:00:00.000+00:00", journals)
+    assert w == {"a": (10.0, 20.0), "b": (20.0, 40.0)}
+    summary = {"experiments": [{"name": n, "status": "passed", "verdict": {}} for n in "abc"]}
+    r = soak.run_record(meta(1, 0, samples=((5.0, 30.0), (15.0, 7.0), (25.0, 9.0), (35.0, 4.0))),
+                        summary, w)
+    assert [r["experiments"][n]["load_max"] for n in "abc"] == [7.0, 9.0, None]
+
+
 def test_bad_run_count_is_one_line(capsys):
     assert soakrun.main(["--runs", "0"]) == 2
     assert capsys.readouterr().err.strip() == "twinsite soak: --runs must be at least 1"

@@ -15,6 +15,7 @@ is a failed run of the soak, listed under `drill_errors` — unless it was inter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from statistics import median
 
 SPREAD_METRICS = ("max_unavailable_s", "p99_during_ms")
@@ -43,14 +44,35 @@ def _failure(x: dict) -> dict:
     return {"status": x.get("status"), "checks": checks, "other": other, "error": x.get("error")}
 
 
-def run_record(meta: RunMeta, summary: dict | None) -> dict:
-    """One run of the soak: its meta and, per experiment, status, the spread metrics and what
-    failed. `summary` is the drill's summary.json (None when the drill wrote none)."""
+def experiment_windows(started: str, journals: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """Per experiment, (start, end) in seconds after the run started, from its journal's times."""
+    t0 = datetime.fromisoformat(started)
+    out = {}
+    for name, j in journals.items():
+        try:
+            a, b = (datetime.fromisoformat(j[k]) for k in ("start", "end"))
+        except (KeyError, TypeError, ValueError):
+            continue
+        out[name] = (round((a - t0).total_seconds(), 1), round((b - t0).total_seconds(), 1))
+    return out
+
+
+def _load_during(samples, window) -> float | None:
+    inside = [v for t, v in samples if window and window[0] <= t <= window[1]]
+    return max(inside) if inside else None
+
+
+def run_record(meta: RunMeta, summary: dict | None,
+               windows: dict[str, tuple[float, float]] | None = None) -> dict:
+    """One run of the soak: its meta and, per experiment, status, the spread metrics, the highest
+    1-min load average sampled while it ran (`windows`: see experiment_windows) and what failed.
+    `summary` is the drill's summary.json (None when the drill wrote none)."""
     exps = {}
     for x in (summary or {}).get("experiments") or []:
         v = x.get("verdict") or {}
         rec = {"status": x.get("status"), "duration_s": x.get("duration_s"),
-               **{m: v.get(m) for m in SPREAD_METRICS}}
+               **{m: v.get(m) for m in SPREAD_METRICS},
+               "load_max": _load_during(meta.load_samples, (windows or {}).get(x.get("name")))}
         if x.get("status") not in ("passed", "interrupted"):
             rec["failure"] = _failure(x)
         exps[x.get("name")] = rec
@@ -82,7 +104,8 @@ def summarize(runs: list[dict], planned: int, stack: str = "lab",
     for name in names:
         seen = [(r["run"], r["experiments"][name]) for r in runs if name in r["experiments"]
                 and r["experiments"][name]["status"] != "interrupted"]
-        failures = [{"run": n, **x["failure"]} for n, x in seen if x["status"] != "passed"]
+        failures = [{"run": n, "load_max": x.get("load_max"), **x["failure"]}
+                    for n, x in seen if x["status"] != "passed"]
         by_tolerance: dict[str, int] = {}
         for f in failures:
             for key in [c["probe"] for c in f["checks"]] + f["other"] or [f["error"] or
@@ -90,6 +113,7 @@ def summarize(runs: list[dict], planned: int, stack: str = "lab",
                 by_tolerance[key] = by_tolerance.get(key, 0) + 1
         per[name] = {"runs": len(seen), "passes": sum(x["status"] == "passed" for _, x in seen),
                      **{m: spread([x.get(m) for _, x in seen]) for m in SPREAD_METRICS},
+                     "load_max": spread([x.get("load_max") for _, x in seen]),
                      "failed_tolerances": by_tolerance, "failures": failures}
     loads = [v for r in runs for v in [r["load_start"][0], r["load_end"][0]]
              + [x[1] for x in r.get("load_samples") or []]]
@@ -120,12 +144,12 @@ def markdown(soak: dict) -> str:
             f"drill wall time min/median/max {_sp(soak['wall_s'], 0)} s; "
             f"1-min load average (sampled every 5 s) {_sp(soak['load_1min'])}.\n")
     lines = [head, "| experiment | passed/runs | unavailable s (min / median / max) | "
-             "p99 during fault ms (min / median / max) | failed tolerances |",
-             "|---|---|---|---|---|"]
+             "p99 during fault ms (min / median / max) | load during it (max per run: min / "
+             "median / max) | failed tolerances |", "|---|---|---|---|---|---|"]
     for name, e in soak["experiments"].items():
         tols = ", ".join(f"{k} ×{v}" for k, v in e["failed_tolerances"].items()) or "–"
         lines.append(f"| {name} | {e['passes']}/{e['runs']} | {_sp(e['max_unavailable_s'])} | "
-                     f"{_sp(e['p99_during_ms'], 0)} | {tols} |")
+                     f"{_sp(e['p99_during_ms'], 0)} | {_sp(e.get('load_max'))} | {tols} |")
     lines += ["", "| run | started (UTC) | wall s | load start (1/5/15 min) | load end | "
               "load max (1 min) | exit | failed |", "|---|---|---|---|---|---|---|---|"]
     for r in soak["runs"]:
@@ -142,7 +166,8 @@ def markdown(soak: dict) -> str:
             what = "; ".join(f"{c['probe']}: measured {c['value']} (allowed {c['tolerance']})"
                              for c in f["checks"])
             extra = "; ".join(f["other"] + ([f["error"]] if f["error"] else []))
-            lines.append(f"- run {f['run']:02d} {name} {f['status']}: "
+            load = f" (load up to {f['load_max']:.1f})" if f.get("load_max") is not None else ""
+            lines.append(f"- run {f['run']:02d} {name} {f['status']}{load}: "
                          f"{'; '.join(p for p in (what, extra) if p) or '(no check named)'}")
     for d in soak["drill_errors"]:
         lines.append(f"- run {d['run']:02d}: the drill wrote no summary (exit {d['exit_code']}): "

@@ -42,6 +42,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reports", default=None, help="reports folder (default: <project>/reports); "
                    "the soak goes to <reports>/soak/<stamp>/")
     p.add_argument("--experiment-timeout", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--resummarize", default=None, metavar="SOAK_DIR",
+                   help="only rebuild soak.json/soak.md of an earlier soak folder")
     return p.parse_args(argv)
 
 
@@ -134,11 +136,41 @@ def keep_lab_logs(state_dir: Path, dest: Path) -> None:
             shutil.copy2(log, target)
 
 
+def journals(run_dir: Path, summary: dict | None) -> dict[str, dict]:
+    out = {}
+    for x in (summary or {}).get("experiments") or []:
+        try:
+            out[x["name"]] = json.loads((run_dir / x["name"] / "journal.json").read_text())
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
+
+
 def tail(path: Path, n: int = 5) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return ""
+
+
+def resummarize(folder: Path) -> dict:
+    """Rebuild soak.json/soak.md of a soak folder from its run-NN/ folders and the run meta in its
+    soak.json (e.g. after the summary's code changed)."""
+    old = json.loads((folder / "soak.json").read_text())
+    records = []
+    for r in old["runs"]:
+        rd = folder / f"run-{r['run']:02d}"
+        try:
+            summary = json.loads((rd / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = None
+        meta = soak.RunMeta(r["run"], r["started"], r["wall_s"], tuple(r["load_start"]),
+                            tuple(r["load_end"]), r["exit_code"], r.get("log_tail", ""),
+                            tuple(tuple(x) for x in r.get("load_samples") or []))
+        records.append(soak.run_record(meta, summary, soak.experiment_windows(
+            r["started"], journals(rd, summary))))
+    args = argparse.Namespace(runs=old["runs_planned"], stack=old["stack"])
+    return write_summary(folder, records, args, old["interrupted"])
 
 
 def write_summary(out: Path, records: list[dict], args, interrupted: bool) -> dict:
@@ -150,6 +182,14 @@ def write_summary(out: Path, records: list[dict], args, interrupted: bool) -> di
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.resummarize:
+        try:
+            s = resummarize(Path(args.resummarize))
+        except (OSError, ValueError, KeyError) as e:
+            print(f"twinsite soak: {args.resummarize}: not a soak folder ({e})", file=sys.stderr)
+            return 2
+        print(soak.markdown(s), end="")
+        return 0
     if args.runs < 1:
         print("twinsite soak: --runs must be at least 1", file=sys.stderr)
         return 2
@@ -168,12 +208,14 @@ def main(argv: list[str]) -> int:
                 break
             run_dir = out / f"run-{n:02d}"
             run_dir.mkdir()
-            started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             load0, t0 = os.getloadavg(), time.monotonic()
             code = runner.run_drill(drill_command(args, run_dir / "drill"), run_dir / "drill.log")
             meta = soak.RunMeta(n, started, time.monotonic() - t0, load0, os.getloadavg(), code,
                                 tail(run_dir / "drill.log"), tuple(runner.samples))
-            records.append(soak.run_record(meta, collect(run_dir, run_dir / "drill")))
+            summary = collect(run_dir, run_dir / "drill")
+            records.append(soak.run_record(meta, summary, soak.experiment_windows(
+                started, journals(run_dir, summary))))
             if code != 0:
                 keep_lab_logs(labstate.state_dir(args.state_dir), run_dir / "lab-logs")
             s = write_summary(out, records, args, runner.stopping)
