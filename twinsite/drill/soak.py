@@ -31,7 +31,8 @@ class RunMeta:
     load_end: tuple[float, float, float]
     exit_code: int | None
     log_tail: str = ""  # the drill's last output lines, for a run without a summary
-    load_samples: tuple[tuple[float, float], ...] = ()  # (s into the run, 1-min load) during it
+    # during the run: (s into the run, 1-min load average[, nats-server processes on the machine])
+    load_samples: tuple[tuple, ...] = ()
 
 
 def _failure(x: dict) -> dict:
@@ -57,8 +58,8 @@ def experiment_windows(started: str, journals: dict[str, dict]) -> dict[str, tup
     return out
 
 
-def _load_during(samples, window) -> float | None:
-    inside = [v for t, v in samples if window and window[0] <= t <= window[1]]
+def _max_during(samples, window, i: int = 1) -> float | None:
+    inside = [x[i] for x in samples if window and window[0] <= x[0] <= window[1] and len(x) > i]
     return max(inside) if inside else None
 
 
@@ -72,7 +73,9 @@ def run_record(meta: RunMeta, summary: dict | None,
         v = x.get("verdict") or {}
         rec = {"status": x.get("status"), "duration_s": x.get("duration_s"),
                **{m: v.get(m) for m in SPREAD_METRICS},
-               "load_max": _load_during(meta.load_samples, (windows or {}).get(x.get("name")))}
+               "load_max": _max_during(meta.load_samples, (windows or {}).get(x.get("name"))),
+               "nats_servers_max": _max_during(meta.load_samples,
+                                               (windows or {}).get(x.get("name")), 2)}
         if x.get("status") not in ("passed", "interrupted"):
             rec["failure"] = _failure(x)
         exps[x.get("name")] = rec
@@ -80,7 +83,8 @@ def run_record(meta: RunMeta, summary: dict | None,
             "load_start": [round(v, 2) for v in meta.load_start],
             "load_end": [round(v, 2) for v in meta.load_end],
             "load_max": max([meta.load_start[0], meta.load_end[0]]
-                            + [v for _, v in meta.load_samples]),
+                            + [x[1] for x in meta.load_samples]),
+            "nats_servers_max": _max_during(meta.load_samples, (0.0, float("inf")), 2),
             "load_samples": [list(p) for p in meta.load_samples],
             "exit_code": meta.exit_code, "drill_duration_s": (summary or {}).get("duration_s"),
             "summary": summary is not None, "experiments": exps,
@@ -104,7 +108,8 @@ def summarize(runs: list[dict], planned: int, stack: str = "lab",
     for name in names:
         seen = [(r["run"], r["experiments"][name]) for r in runs if name in r["experiments"]
                 and r["experiments"][name]["status"] != "interrupted"]
-        failures = [{"run": n, "load_max": x.get("load_max"), **x["failure"]}
+        failures = [{"run": n, "load_max": x.get("load_max"),
+                     "nats_servers_max": x.get("nats_servers_max"), **x["failure"]}
                     for n, x in seen if x["status"] != "passed"]
         by_tolerance: dict[str, int] = {}
         for f in failures:
@@ -151,14 +156,16 @@ def markdown(soak: dict) -> str:
         lines.append(f"| {name} | {e['passes']}/{e['runs']} | {_sp(e['max_unavailable_s'])} | "
                      f"{_sp(e['p99_during_ms'], 0)} | {_sp(e.get('load_max'))} | {tols} |")
     lines += ["", "| run | started (UTC) | wall s | load start (1/5/15 min) | load end | "
-              "load max (1 min) | exit | failed |", "|---|---|---|---|---|---|---|---|"]
+              "load max (1 min) | nats-servers on the machine (max; 7 are ours) | exit | failed |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in soak["runs"]:
         bad = [n if x["status"] != "interrupted" else f"{n} (interrupted)"
                for n, x in r["experiments"].items() if x["status"] != "passed"]
         lines.append(f"| {r['run']:02d} | {r['started']} | {r['wall_s']:.0f} | "
                      f"{' / '.join(f'{v:.1f}' for v in r['load_start'])} | "
                      f"{' / '.join(f'{v:.1f}' for v in r['load_end'])} | "
-                     f"{r['load_max']:.1f} | {r['exit_code']} | "
+                     f"{r['load_max']:.1f} | {_n(r.get('nats_servers_max'), 0)} | "
+                     f"{r['exit_code']} | "
                      f"{', '.join(bad) or ('no summary' if not r['summary'] else '–')} |")
     lines += ["", "## Failures", ""]
     for name, e in soak["experiments"].items():
@@ -166,7 +173,10 @@ def markdown(soak: dict) -> str:
             what = "; ".join(f"{c['probe']}: measured {c['value']} (allowed {c['tolerance']})"
                              for c in f["checks"])
             extra = "; ".join(f["other"] + ([f["error"]] if f["error"] else []))
-            load = f" (load up to {f['load_max']:.1f})" if f.get("load_max") is not None else ""
+            load = f" (load up to {f['load_max']:.1f}" if f.get("load_max") is not None else ""
+            if load and f.get("nats_servers_max") is not None:
+                load += f", {f['nats_servers_max']} nats-servers on the machine"
+            load += ")" if load else ""
             lines.append(f"- run {f['run']:02d} {name} {f['status']}{load}: "
                          f"{'; '.join(p for p in (what, extra) if p) or '(no check named)'}")
     for d in soak["drill_errors"]:

@@ -47,6 +47,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def nats_servers() -> int:
+    """nats-server processes on the machine (ours: 7 per lab): other labs explain load."""
+    n = 0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            n += comm.read_text().strip() == "nats-server"
+        except OSError:
+            continue
+    return n
+
+
 def drill_command(args: argparse.Namespace, reports: Path) -> list[str]:
     cmd = [sys.executable, "-m", "twinsite.cli", "drill", "--stack", args.stack,
            "--reports", str(reports)]
@@ -63,7 +74,7 @@ class Soak:
     def __init__(self):
         self.child: subprocess.Popen | None = None
         self.stopping = False
-        self.samples: list[tuple[float, float]] = []  # (s into the run, 1-min load average)
+        self.samples: list[tuple] = []  # (s into the run, 1-min load average, nats-servers)
 
     def on_signal(self, signum, frame):
         # the drill runs in its own session (terminal Ctrl-C reaches only us): pass it on once
@@ -90,7 +101,7 @@ class Soak:
                         return self.child.wait(timeout=LOAD_SAMPLE_S)
                     except subprocess.TimeoutExpired:
                         self.samples.append((round(time.monotonic() - t0, 1),
-                                             round(os.getloadavg()[0], 2)))
+                                             round(os.getloadavg()[0], 2), nats_servers()))
                     except KeyboardInterrupt:  # the handler already passed it on
                         continue
             finally:
