@@ -44,6 +44,7 @@ def test_run_record_names_the_failed_tolerance_and_its_value():
     assert x["status"] == "deviated"
     assert x["max_unavailable_s"] == v["max_unavailable_s"] == 0.175
     assert x["p99_during_ms"] == v["p99_during_ms"] == 1152.148
+    assert x["p99_before_ms"] == v["latency_before"]["p99_ms"]
     assert x["failure"]["checks"] == [{"probe": "p99-during-fault-at-most-1000ms",
                                        "metric": "p99_during_ms", "value": 1152.148,
                                        "tolerance": "0 … 1000"}]

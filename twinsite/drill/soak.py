@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from statistics import median
 
-SPREAD_METRICS = ("max_unavailable_s", "p99_during_ms")
+SPREAD_METRICS = ("max_unavailable_s", "p99_during_ms", "p99_before_ms")
+
+
+def _metric(v: dict, m: str):
+    """A verdict's number; p99_before_ms (the p99 of writes sent before the fault) says how
+    loaded the lab was before anything broke."""
+    if m == "p99_before_ms":
+        return (v.get("latency_before") or {}).get("p99_ms")
+    return v.get(m)
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ def run_record(meta: RunMeta, summary: dict | None,
     for x in (summary or {}).get("experiments") or []:
         v = x.get("verdict") or {}
         rec = {"status": x.get("status"), "duration_s": x.get("duration_s"),
-               **{m: v.get(m) for m in SPREAD_METRICS},
+               **{m: _metric(v, m) for m in SPREAD_METRICS},
                "load_max": _max_during(meta.load_samples, (windows or {}).get(x.get("name"))),
                "nats_servers_max": _max_during(meta.load_samples,
                                                (windows or {}).get(x.get("name")), 2)}
@@ -149,12 +157,14 @@ def markdown(soak: dict) -> str:
             f"drill wall time min/median/max {_sp(soak['wall_s'], 0)} s; "
             f"1-min load average (sampled every 5 s) {_sp(soak['load_1min'])}.\n")
     lines = [head, "| experiment | passed/runs | unavailable s (min / median / max) | "
-             "p99 during fault ms (min / median / max) | load during it (max per run: min / "
-             "median / max) | failed tolerances |", "|---|---|---|---|---|---|"]
+             "p99 during fault ms (min / median / max) | p99 before the fault ms (min / median "
+             "/ max) | load during it (max per run: min / median / max) | failed tolerances |",
+             "|---|---|---|---|---|---|---|"]
     for name, e in soak["experiments"].items():
         tols = ", ".join(f"{k} ×{v}" for k, v in e["failed_tolerances"].items()) or "–"
         lines.append(f"| {name} | {e['passes']}/{e['runs']} | {_sp(e['max_unavailable_s'])} | "
-                     f"{_sp(e['p99_during_ms'], 0)} | {_sp(e.get('load_max'))} | {tols} |")
+                     f"{_sp(e['p99_during_ms'], 0)} | {_sp(e.get('p99_before_ms'), 0)} | "
+                     f"{_sp(e.get('load_max'))} | {tols} |")
     lines += ["", "| run | started (UTC) | wall s | load start (1/5/15 min) | load end | "
               "load max (1 min) | nats-servers on the machine (max; 7 are ours) | exit | failed |",
               "|---|---|---|---|---|---|---|---|---|"]
