@@ -42,6 +42,12 @@ bench: setup
 drill: setup
 	$(PY) -m twinsite.cli drill
 
+# The drill RUNS times in a row (default 20): reports/soak/<stamp>/soak.md + soak.json, run-NN/.
+.PHONY: soak
+RUNS ?= 20
+soak: setup
+	$(PY) -m twinsite.cli soak --runs $(RUNS)
+
 # schemathesis against a real gateway for FUZZ_MINUTES (default 10), random seed (printed).
 .PHONY: fuzz
 FUZZ_MINUTES ?= 10

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "traffic": ("twinsite.workload.cli", "drive traffic and record a history (traffic run ...)"),
     "check": ("twinsite.checker_cli", "check a history: lost, duplicated, reordered messages"),
     "drill": ("twinsite.drill.cli", "run chaos experiments against the lab and write a report"),
+    "soak": ("twinsite.drill.soakrun", "run the drill N times and summarize (soak --runs N)"),
     "render": ("twinsite.render", "render the Pulumi program to Kubernetes manifests (no cluster)"),
     "policy": ("twinsite.policycheck", "run the dual-site policy pack offline (policy check ...)"),
     "sandbox": ("twinsite.sandbox.cli", "local Kubernetes control planes per site (up | down | ...)"),

@@ -606,7 +606,10 @@ class Supervisor:
             self.refresh_links()  # silence first, so not one FIN or RST escapes the dying zones
         else:
             self.crashed.update(effect.zones)
-        killed = [k for z in effect.zones for k in self.kill_zone_procs(z)]
+        # process work off the loop: this loop relays every cross-zone byte of the lab, so a
+        # reap (or a fork) on it pauses the whole network - the survivors' quorum traffic too
+        killed = await asyncio.to_thread(
+            lambda: [k for z in effect.zones for k in self.kill_zone_procs(z)])
         dropped = {"bytes": 0, "files": 0}
         if effect.drops_unsynced and self.cluster.stores is not None:
             for z in effect.zones:  # the page cache dies with the power (also of a crashed zone)
@@ -632,8 +635,8 @@ class Supervisor:
         t0 = time.monotonic()
         was_down = [z for z in effect.zones if z in self.powered_off or z in self.crashed
                     or not self.cluster.nodes[z].running]
+        await asyncio.to_thread(lambda: [self.start_zone(z) for z in effect.zones])  # see _down
         for z in effect.zones:
-            self.start_zone(z)
             self.powered_off.discard(z)
             self.crashed.discard(z)
         self.heal_keys([p.key for p in effect.links])  # refreshes silence too
