@@ -48,3 +48,17 @@ def test_a_bad_fault_argument_is_one_line_before_any_lab_is_asked(tmp_path, caps
     assert cli.main(["--state-dir", str(tmp_path), "fault", "throttle", "a", "b", "-1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "twinsite lab: latency_ms must be a number >= 0, got -1.0"
+
+
+def test_a_failed_start_quotes_the_supervisors_verdict_not_the_noise_after_it(tmp_path):
+    """A start that fails prints "lab: start failed: ..."; a client library may log tracebacks
+    while the supervisor shuts down: the one-line error must still name the cause."""
+    from twinsite.lab import state
+    log = tmp_path / "supervisor.log"
+    log.write_text("boot noise\nlab: start failed: timed out after 30.0s waiting for every "
+                   "gateway's /readyz\nTraceback (most recent call last):\n"
+                   "ConnectionRefusedError: [Errno 111] Connection refused\n")
+    assert "waiting for every gateway's /readyz" in state.log_tail(log, prefer="lab: ")
+    assert state.log_tail(log).startswith("ConnectionRefusedError")  # no preference: last line
+    assert state.log_tail(tmp_path / "nope", "no supervisor log", prefer="lab: ") == \
+        "no supervisor log"

@@ -112,13 +112,18 @@ class NotReady(RuntimeError):
     """A supervisor that died or did not get ready in time; one line with its log's last line."""
 
 
-def log_tail(path: Path, missing: str = "no log") -> str:
-    """The last non-empty line of a log (what a one-line error quotes)."""
+def log_tail(path: Path, missing: str = "no log", prefer: str | None = None) -> str:
+    """What a one-line error quotes: the last line starting with `prefer` (the supervisor's own
+    verdict, e.g. "lab: start failed: ..."; library noise logged while it shut down may follow
+    it), else the last non-empty line."""
     try:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return missing
-    return lines[-1][:300] if lines else f"empty {missing.removeprefix('no ')}"
+    if not lines:
+        return f"empty {missing.removeprefix('no ')}"
+    own = [ln for ln in lines if prefer and ln.startswith(prefer)]
+    return (own or lines)[-1][:300]
 
 
 def wait_ready(d: Path, proc, timeout: float, what: str, interval: float = 0.02) -> dict:
@@ -127,7 +132,7 @@ def wait_ready(d: Path, proc, timeout: float, what: str, interval: float = 0.02)
     deadline = time.monotonic() + timeout
 
     def tail() -> str:
-        return log_tail(d / "supervisor.log", "no supervisor log")
+        return log_tail(d / "supervisor.log", "no supervisor log", prefer=f"{what}: ")
     while True:
         if proc is not None and proc.poll() is not None:
             raise NotReady(f"{what} supervisor exited ({proc.returncode}): {tail()}")
