@@ -11,7 +11,7 @@
                    `start_gateway.procs[base_url]` is the Popen, `.logs[base_url]` its log path.
 - `shared_gateway` base URL of one pangyo gateway on `nats_cluster` for the whole session.
 
-`make test` runs two pytest-xdist workers (pyproject: `-n 2 --dist loadgroup`). Session fixtures
+`make test-parallel` runs two pytest-xdist workers (`-n 2 --dist loadgroup`). Session fixtures
 are per worker (each starts its own `nats_cluster`: seconds). `pytest_collection_modifyitems`
 below keeps together, in one worker, the tests that share an expensive fixture: a module-scoped
 fixture of their own module (its lab, workspace ...) or the session sandbox of
@@ -56,6 +56,7 @@ def xdist_group(item) -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     rank = {m: i for i, m in enumerate(SLOW_FIRST)}
     items.sort(key=lambda it: rank.get(it.module.__name__, len(rank)))  # stable: order kept
