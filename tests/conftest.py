@@ -11,12 +11,12 @@
                    `start_gateway.procs[base_url]` is the Popen, `.logs[base_url]` its log path.
 - `shared_gateway` base URL of one pangyo gateway on `nats_cluster` for the whole session.
 
-`make test-parallel` runs two pytest-xdist workers (`-n 2 --dist loadgroup`). Session fixtures
-are per worker (each starts its own `nats_cluster`: seconds). `pytest_collection_modifyitems`
-below keeps together, in one worker, the tests that share an expensive fixture: a module-scoped
-fixture of their own module (its lab, workspace ...) or the session sandbox of
-`twinsite.sandbox.testing.shared` (test_sandbox + test_k8s_driver); and it collects the slowest
-files first, so the two workers finish together instead of one waiting on a late slow test.
+`make test-parallel` runs two pytest-xdist workers (`-n 2 --dist loadfile`: a module's tests, and
+so its module-scoped lab or workspace, stay in one worker; `loadgroup` would also keep the session
+sandbox of test_sandbox + test_k8s_driver in one, but xdist 3.8's groups have no effect under
+pytest 9.2). Session fixtures are per worker (`nats_cluster`: seconds; the sandbox: up to one per
+worker). `pytest_collection_modifyitems` collects the slowest files first, so the two workers
+finish together instead of one waiting on a late slow test.
 """
 
 from __future__ import annotations
@@ -34,36 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 LAB_SHARDS = capacity.lab_shard_count(topology.load_stack("lab", root=ROOT))
 
 
-# Slowest first (seconds each on an idle 2-core machine, docs/speed.md); the rest keep their order.
+# Slowest files first (measured durations in docs/speed.md); the rest keep their order.
 SLOW_FIRST = ("test_k8s_driver", "test_sandbox", "test_pulumi_sandbox", "test_drill_lazy_fsync",
               "test_drill_faults", "test_drill_fragile", "test_pulumi_engine", "test_chaos_lab",
               "test_workload", "test_talk_faults", "test_lab", "test_lazystore", "test_fuzz_api")
-SHARED_SANDBOX = ("test_sandbox", "test_k8s_driver")  # their `sandbox` is testing.shared("lab")
 
 
-def xdist_group(item) -> str | None:
-    """The group that must stay in one worker, or None when the test can go anywhere."""
-    module = item.module.__name__
-    fixtures = getattr(item, "_fixtureinfo", None)
-    if fixtures is None:
-        return None
-    if module in SHARED_SANDBOX and "sandbox" in fixtures.names_closure:
-        return "shared-sandbox"
-    for name in fixtures.names_closure:
-        for fd in fixtures.name2fixturedefs.get(name, ()):
-            if fd.scope in ("module", "session") and fd.func.__module__ == module:
-                return module  # a module-scoped fixture of its own: one set-up per run
-    return None
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     rank = {m: i for i, m in enumerate(SLOW_FIRST)}
     items.sort(key=lambda it: rank.get(it.module.__name__, len(rank)))  # stable: order kept
-    for item in items:
-        group = xdist_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
