@@ -34,6 +34,12 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
+# The same suite on two pytest-xdist workers; a module's tests (its lab) stay in
+# one worker (tests/conftest.py). Not the default yet: see docs/speed.md.
+.PHONY: test-parallel
+test-parallel: setup
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
 bench: setup
 	$(PY) -m bench
 

@@ -14,6 +14,13 @@
 - `talk_token_file` / `talk_token` / `auth_headers`
                    the API token every started gateway accepts (session; a 0600 file), and the
                    `Authorization` header that carries it.
+
+`make test-parallel` runs two pytest-xdist workers (`-n 2 --dist loadfile`: a module's tests, and
+so its module-scoped lab or workspace, stay in one worker; `loadgroup` would also keep the session
+sandbox of test_sandbox + test_k8s_driver in one, but xdist 3.8's groups have no effect under
+pytest 9.2). Session fixtures are per worker (`nats_cluster`: seconds; the sandbox: up to one per
+worker). `pytest_collection_modifyitems` collects the slowest files first, so the two workers
+finish together instead of one waiting on a late slow test.
 """
 
 from __future__ import annotations
@@ -31,6 +38,17 @@ from twinsite.talk import auth
 ROOT = Path(__file__).resolve().parent.parent
 # gateways run the shard count the lab drills (the deployed count is the capacity model's)
 LAB_SHARDS = capacity.lab_shard_count(topology.load_stack("lab", root=ROOT))
+
+
+# Slowest files first (measured durations in docs/speed.md); the rest keep their order.
+SLOW_FIRST = ("test_k8s_driver", "test_sandbox", "test_pulumi_sandbox", "test_drill_lazy_fsync",
+              "test_drill_faults", "test_drill_fragile", "test_pulumi_engine", "test_chaos_lab",
+              "test_workload", "test_talk_faults", "test_lab", "test_lazystore", "test_fuzz_api")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {m: i for i, m in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda it: rank.get(it.module.__name__, len(rank)))  # stable: order kept
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ stack (fsync always): that run is part of `make drill`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,6 +21,9 @@ def test_lazy_fsync_stack_differs_from_the_lab_only_in_fsync():
     lazy, lab = load_stack("lazy-fsync", ROOT), load_stack("lab", ROOT)
     assert lazy.messaging.fsync != "always" and lab.messaging.fsync == "always"
     assert lazy.sites == lab.sites and lazy.inter_site == lab.inter_site
+    # the rest of messaging too (the lab's 8 shards, not the deployed 180), and the drill traffic
+    assert dataclasses.replace(lazy.messaging, fsync=lab.messaging.fsync) == lab.messaging
+    assert lazy.traffic == lab.traffic and lazy.gateway == lab.gateway
 
 
 def test_grid_power_loss_loses_acknowledged_messages_with_lazy_fsync(tmp_path):

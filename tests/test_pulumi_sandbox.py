@@ -34,8 +34,9 @@ def test_pulumi_up_preview_destroy_on_the_sandbox(tools, sandbox, tmp_path):  # 
     try:
         ws.run("stack", "init", "lab")
         # The stack's natsTlsSecret, from a CA made here for the in-cluster names (on a real
-        # cluster cert-manager would keep it); the program writes it into each site. 93 = 89 +
-        # the ops user's generated password + one TLS Secret per site.
+        # cluster cert-manager would keep it); the program writes it into each site. 97 = 89 +
+        # the ops user's generated password + one TLS Secret per site + the API token (its
+        # component and generated value) + one talk-api-tokens Secret per primary site.
         from twinsite import topology
         from twinsite.k8s.nats import tls_dns_names
         from twinsite.lab import pki
@@ -46,7 +47,7 @@ def test_pulumi_up_preview_destroy_on_the_sandbox(tools, sandbox, tmp_path):  # 
         ws.run("config", "set-all", "-s", "lab",
                *(a for k, v in material.items() for a in ("--secret", f"twinsite:{keys[k]}={v}")))
         up = ws.run("up", "-s", "lab", "--yes", "--skip-preview")
-        assert "93 created" in up.stdout, up.stdout[-2000:]
+        assert "97 created" in up.stdout, up.stdout[-2000:]
         for site in sandbox.contexts:
             api = core(sandbox, site)
             zone = {n.metadata.name: n.metadata.labels["topology.kubernetes.io/zone"]
@@ -64,7 +65,7 @@ def test_pulumi_up_preview_destroy_on_the_sandbox(tools, sandbox, tmp_path):  # 
                 assert topo.kubernetes.nats_tls_secret in {
                     v.secret.secret_name for v in p.spec.volumes if v.secret}, p.metadata.name
         again = ws.run("preview", "-s", "lab", "--expect-no-changes")
-        assert "93 unchanged" in again.stdout, again.stdout[-2000:]
+        assert "97 unchanged" in again.stdout, again.stdout[-2000:]
     finally:
         ws.run("destroy", "-s", "lab", "--yes", check=False)
     for site in sandbox.contexts:
