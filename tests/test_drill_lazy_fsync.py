@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from twinsite import lab as labapi
 from twinsite.topology import load_stack
 
@@ -26,13 +28,17 @@ def test_lazy_fsync_stack_differs_from_the_lab_only_in_fsync():
     assert lazy.traffic == lab.traffic and lazy.gateway == lab.gateway
 
 
+# Lost unsynced data can leave replicas that never converge again: the black start and the
+# rollback's restore then each wait out their 90 s before the drill reports (seen on a clean
+# checkout: 307 acknowledged lost, 6 rooms unreadable, exit 1 after ~4 min). Room for that.
+@pytest.mark.timeout(420)
 def test_grid_power_loss_loses_acknowledged_messages_with_lazy_fsync(tmp_path):
     state, reports = tmp_path / "lab", tmp_path / "reports"
     try:
         r = subprocess.run([sys.executable, "-m", "twinsite.cli", "drill", "grid-power-loss",
                             "--stack", "lazy-fsync", "--state-dir", str(state),
                             "--reports", str(reports)],
-                           capture_output=True, text=True, timeout=200, cwd=ROOT)
+                           capture_output=True, text=True, timeout=400, cwd=ROOT)
     finally:
         labapi.down(str(state))  # the drill tears it down; this only guards a crashed drill
     out = r.stdout + r.stderr
