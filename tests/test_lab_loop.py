@@ -63,3 +63,24 @@ def test_power_cut_and_restore_do_process_work_off_the_fabric_loop(tmp_path):
     assert up["started"] == pangyo and not sup.powered_off
     assert [z for z, _ in calls] == pangyo * 2 and all(off for _, off in calls)
     assert all(not sup.edge_links[g.name].silent for g in sup.gateways)  # power is back
+
+
+def test_a_paused_fabric_loop_is_logged_with_its_length(caplog):
+    """The watchdog that tells a whole-lab stall (this loop relays every cross-zone byte) from a
+    stall of NATS: a 0.3 s block of the loop is logged with its length."""
+    import time
+
+    from twinsite.lab.supervisor import watch_loop_lag
+
+    async def scenario():
+        dog = asyncio.create_task(watch_loop_lag(period=0.02))
+        await asyncio.sleep(0.1)
+        time.sleep(0.3)  # the loop is blocked, as by a fork or a reap on it
+        await asyncio.sleep(0.05)
+        dog.cancel()
+
+    with caplog.at_level("WARNING", logger="twinsite.lab"):
+        asyncio.run(scenario())
+    paused = [float(r.getMessage().split()[-1].rstrip("s")) for r in caplog.records
+              if "fabric loop paused" in r.getMessage()]
+    assert paused and max(paused) >= 0.25

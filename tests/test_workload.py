@@ -100,6 +100,60 @@ def test_refused_and_silent_endpoints_are_recorded_as_fail_info_and_overload(tmp
     assert driver.stats.overload > 0 and driver.stats.scheduled == 40
 
 
+def test_one_slow_old_request_does_not_send_a_healthy_sites_traffic_to_a_dead_one(tmp_path):
+    """The site-power-cut finding: one write to the home site, sent just before the fire, timed
+    out after newer writes there had succeeded; the driver then sent 1.5 s of the room's writes
+    to the dead site (each waiting out its timeout) and the room stalled 1.6 s. A failure of an
+    attempt older than a success at the same site is stale and must not make the site suspect."""
+    from aiohttp import web
+
+    first = asyncio.Event()
+
+    async def post(request):  # home: the first write hangs past the client's timeout, the rest
+        if not first.is_set():  # are acknowledged at once
+            first.set()
+            await asyncio.sleep(1.0)
+        return web.json_response({"seq": 1}, status=201)
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # the burning site: accepts and never answers
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/v1/rooms/{room}/messages", post)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        home = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            cfg = DriverConfig(endpoints={"a": [home],
+                                          "b": [f"http://127.0.0.1:{silent.getsockname()[1]}"]},
+                               rate=20, rooms=1, subscribers=0, request_timeout_s=0.4,
+                               max_in_flight=20, settle_s=0, final_read_timeout_s=1,
+                               message_deadline_s=3.0, token=auth.generate())
+            h = HistoryWriter(tmp_path / "h.jsonl")
+            await TrafficDriver(cfg, h).run(1.5)
+            h.close()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        silent.close()
+    sends = [e for e in read_history(tmp_path / "h.jsonl") if e.get("f") == "send"]
+    slow = sends[0]["id"]
+    assert [e["error"] for e in sends if e["type"] == "info"][:1] == ["timeout"]
+    assert {e["id"] for e in sends if e["type"] == "info" and e["site"] == "a"} == {slow}
+    # only the slow write itself was retried on the dead site; every other write stayed home
+    to_dead = {e["id"] for e in sends if e["type"] == "invoke" and e["site"] == "b"}
+    assert to_dead <= {slow}, f"{len(to_dead)} writes sent to the silent site"
+    acked = {e["id"] for e in sends if e["type"] == "ok"}
+    assert len(acked) >= 25  # 30 due; the run is not just the slow one
+
+
 # --- against real gateways ------------------------------------------------------------------------
 
 

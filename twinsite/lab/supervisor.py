@@ -42,6 +42,19 @@ PROBE_STREAM = "LAB_PROBE"
 CONVERGE_TIMEOUT_S = 60.0
 SPLIT_AFTER_S = 1.0  # a vote round takes ms; a term without a leader after this has split
 BOOT_ATTEMPTS = 5  # a restart costs ~1 s, the Raft timeout that ends a split 4-9 s
+LOOP_LATE_S = 0.2  # the fabric loop relays every cross-zone byte: a pause this long is logged
+
+
+async def watch_loop_lag(period: float = 0.05) -> None:
+    """Log every pause of this loop longer than LOOP_LATE_S (wall time in the log line), so a
+    whole-lab stall in a drill can be told apart from a stall of NATS itself."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(period)
+        late = loop.time() - t - period
+        if late > LOOP_LATE_S:
+            log.warning("fabric loop paused %.3fs", late)
 
 
 class Supervisor:
@@ -712,6 +725,7 @@ async def run(topo: Topology, state_dir: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, sup.stopping.set)
     try:
+        lag = asyncio.create_task(watch_loop_lag())
         start = asyncio.create_task(sup.start())
         stop = asyncio.create_task(sup.stopping.wait())
         done, _ = await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -725,6 +739,7 @@ async def run(topo: Topology, state_dir: Path) -> int:
         print(f"lab: start failed: {e}", file=sys.stderr, flush=True)
         return 1
     finally:
+        lag.cancel()
         await sup.shutdown()
 
 

@@ -6,7 +6,8 @@
   bound is hit is recorded as invoke + fail "client-overload" without being sent, so the history
   says what the driver could not send.
 - Each message is one logical operation with a fixed id. Its room's home site is tried first (unless
-  it failed in the last 2 s: then it goes last); on a
+  it failed in the last 2 s - and no attempt sent after the failed one has succeeded there since:
+  one slow old request must not send a healthy site's traffic to a dead one - then it goes last); on a
   timeout, 5xx or connection error the next attempt goes to the other site with the SAME id (the
   gateway deduplicates), until acknowledged, refused with a 4xx, or the per-message deadline
   (default 8 s: bridges a 4-9 s JetStream election) passes. Every attempt is an invoke and an
@@ -123,6 +124,9 @@ class TrafficDriver:
         # site (or, with shards, (site, room): a site's gateways fail one shard's rooms while its
         # leader is elected, not the others) -> loop time until which it is tried last
         self._suspect: dict = {}
+        # same keys -> loop time at which the newest attempt that succeeded there was sent: a
+        # failure of an attempt sent before that is stale news and makes nothing suspect
+        self._last_ok_sent: dict = {}
 
     # --- public ----------------------------------------------------------------------------------
 
@@ -246,14 +250,16 @@ class TrafficDriver:
             base = self._op(proc, room, mid, site)
             self.stats.attempts += 1
             self.history.write({**base, "type": "invoke", "time": self._now()})
+            sent = loop.time()
             typ, seq, err, retry = await self._post(self._url(site), room, body,
                                                     min(c.request_timeout_s, remaining))
             self.history.write({**base, "type": typ, "seq": seq, "error": err, "time": self._now()})
             if typ == "ok":
                 self.stats.acked += 1
                 self._suspect.pop(key(site), None)
+                self._last_ok_sent[key(site)] = max(sent, self._last_ok_sent.get(key(site), sent))
                 return
-            if retry:
+            if retry and self._last_ok_sent.get(key(site), float("-inf")) < sent:
                 self._suspect[key(site)] = loop.time() + SUSPECT_S
             info_seen = info_seen or typ == "info"
             if not retry:
