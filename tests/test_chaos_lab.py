@@ -61,6 +61,20 @@ def test_move_stream_leader_between_sites(lab_dir):
     assert again["leader"] == get_driver(c).stream_leader("TALK-00")
 
 
+def test_balance_waits_for_the_move_back_and_then_for_settled_leadership(lab_dir):
+    """A fault must not land inside a leader move (its 503s send clients to the other site):
+    after a move away, balance_leaders(settle_s) returns only once the balancer brought the shard
+    home AND the placement held that long."""
+    from twinsite.chaos.drivers import get_driver
+    c = {"state_dir": str(lab_dir)}
+    actions.move_stream_leader("ansan", "TALK-00", configuration=c)
+    done = actions.balance_leaders(timeout_s=30, settle_s=1.5, configuration=c)
+    assert get_driver(c).stream_leader("TALK-00").startswith("pangyo-")
+    assert done["settled_s"] >= 1.5 and done["waited_s"] >= done["settled_s"]
+    assert sum(done["placement"].values()) == done["shards"]
+    assert set(done["placement"]) == {"pangyo", "ansan"}
+
+
 def test_chaos_run_zone_outage_passes_and_records_the_fault(lab_dir, tmp_path):
     env = {**os.environ, "TWINSITE_LAB_DIR": str(lab_dir)}
     env.pop("TWINSITE_RUN_DIR", None)  # the history must land next to the journal

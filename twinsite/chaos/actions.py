@@ -72,33 +72,48 @@ def _room_leaders(driver, topo, run) -> dict[str, str | None] | None:
     return {room: by_stream.get(shards.stream_of(room, n)) for room in rooms}
 
 
-def balance_leaders(timeout_s: float = 90.0, configuration: Configuration = None,
-                    secrets: Secrets = None) -> dict[str, Any]:
+def balance_leaders(timeout_s: float = 90.0, settle_s: float = 0.0,
+                    configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
     """Set-up, not a fault: wait until every shard is led by the primary site it prefers (the
     gateways' balancer puts them there; this only waits and checks), so a fault that follows
-    hits balanced leadership. Returns the placement: shards led per site."""
+    hits balanced leadership. With `settle_s`, the balanced placement must also have held
+    unchanged that long: a fault that lands during a leader move hits the move's 503s and the
+    clients' fail-over from them, not the steady state the experiment means. Returns the
+    placement (shards led per site), the wait, and how long it was seen settled."""
     import time
     if dry_run(configuration):
-        return {"dry_run": True, "plan": ["wait until every shard is led by its preferred site"]}
+        return {"dry_run": True, "plan": ["wait until every shard is led by its preferred site"
+                                          + (f" for {settle_s:g}s" if settle_s else "")]}
     driver = get_driver(configuration, secrets)
     topo = driver.topology()
     t0 = time.monotonic()
+    seen, since = None, None
     while True:
         got = driver.shard_leaders()
         n = len(got)  # the shards the target runs
         want = {shards.stream_name(i): shards.preferred_site(i, topo) for i in range(n)}
         astray = sorted(name for name, site in want.items() if got.get(name) != site)
+        now = time.monotonic()
         if n and not astray:
-            break
-        if time.monotonic() - t0 > float(timeout_s):
+            since = since if got == seen else now
+            if now - since >= float(settle_s):
+                break
+        else:
+            since = None
+        seen = got
+        if now - t0 > float(timeout_s):
+            if not astray:
+                raise ActivityFailed(f"leadership balanced but not settled for {settle_s:g}s "
+                                     f"within {timeout_s:g}s")
             shown = ", ".join(f"{a} led by {got.get(a) or 'nobody'}" for a in astray[:5])
             raise ActivityFailed(f"leadership not balanced after {timeout_s:g}s: {len(astray)} of "
                                  f"{n} shards away from their preferred site ({shown})")
-        time.sleep(0.5)
+        time.sleep(min(0.5, max(0.1, float(settle_s) / 4)) if settle_s else 0.5)
     placement: dict[str, int] = {}
     for site in got.values():
         placement[site] = placement.get(site, 0) + 1
-    return {"shards": n, "placement": placement, "waited_s": round(time.monotonic() - t0, 1)}
+    return {"shards": n, "placement": placement, "waited_s": round(time.monotonic() - t0, 1),
+            "settled_s": round(time.monotonic() - since, 1)}
 
 
 def kill_zone(zone: str, mode: str = "power", configuration: Configuration = None,
