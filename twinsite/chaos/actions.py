@@ -108,7 +108,7 @@ def balance_leaders(timeout_s: float = 90.0, settle_s: float = 0.0,
             shown = ", ".join(f"{a} led by {got.get(a) or 'nobody'}" for a in astray[:5])
             raise ActivityFailed(f"leadership not balanced after {timeout_s:g}s: {len(astray)} of "
                                  f"{n} shards away from their preferred site ({shown})")
-        time.sleep(min(0.5, max(0.1, float(settle_s) / 4)) if settle_s else 0.5)
+        time.sleep(0.25 if settle_s else 0.5)  # a settle is judged on finer polls
     placement: dict[str, int] = {}
     for site in got.values():
         placement[site] = placement.get(site, 0) + 1
