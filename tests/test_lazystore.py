@@ -105,6 +105,21 @@ def test_unsynced_write_dropped_synced_kept(mnt):
     assert mnt.pending() == DropReport(0, 0, 0)
 
 
+def test_a_drop_leaves_nothing_of_the_kernels_cache_visible(fuse_ok, tmp_path):
+    """The lab lets the kernel cache names and attributes (LAB_CACHE_S): a drop returns only once
+    nothing cached before it shows through - neither an unsynced size nor an undone name."""
+    with LazyMount(tmp_path / "b", tmp_path / "m", cache_s=lazystore.LAB_CACHE_S) as m:
+        kept = synced_file(m.mountpoint, "kept", b"K" * 10)
+        write(kept, b"more", sync=False, mode="ab")
+        new = m.mountpoint / "new"
+        write(new, b"N", sync=False)
+        assert kept.stat().st_size == 14 and new.exists()  # both in the kernel's cache now
+        assert m.drop() == DropReport(bytes=5, files=2, entries=1)
+        assert kept.stat().st_size == 10 and kept.read_bytes() == b"K" * 10
+        assert not new.exists()
+        assert m.wait_fresh() == 0.0  # drop waited already
+
+
 def test_fsync_and_fdatasync_keep_what_came_before(mnt):
     p = synced_file(mnt.mountpoint, "f", b"one")
     write(p, b"two", sync=True, mode="ab")

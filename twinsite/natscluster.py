@@ -131,6 +131,8 @@ class LocalNatsCluster:
         n = self.nodes[zone]
         if n.running:
             return n
+        if self.stores is not None:
+            self.stores.wait_fresh(zone)  # the kernel's cache from before a power loss expired
         n.proc = procs.spawn([procs.nats_server_binary(), "-c", str(n.config_path)], log=n.log_path)
         return n
 
@@ -165,10 +167,14 @@ class LocalNatsCluster:
         """SIGKILL, then every unsynced write of the server's store is lost: a DropReport (None
         without lazy stores). A crash is `kill_node` alone: the page cache survives it."""
         self.kill_node(zone, signal.SIGKILL)
-        return self.stores.drop(zone) if self.stores is not None else None
+        if self.stores is None:
+            return None
+        return self.stores.drop(zone, wait=False)  # start_node waits for the mount to be fresh
 
     def wipe_store(self, zone: str) -> None:
         """Empty a (stopped) server's store on purpose: nothing for a later drop to bring back."""
+        if self.stores is not None:
+            self.stores.wait_fresh(zone)
         shutil.rmtree(self.nodes[zone].store_dir, ignore_errors=True)  # a mountpoint itself stays
         if self.stores is not None:
             self.stores.commit(zone)

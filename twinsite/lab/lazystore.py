@@ -98,7 +98,7 @@ class LazyMount:
     """One lazy store: `mountpoint` shows `backing`; `drop()` forgets what was not synced."""
 
     def __init__(self, backing: str | Path, mountpoint: str | Path, *, real_fsync: bool = True,
-                 log: str | Path | None = None):
+                 log: str | Path | None = None, cache_s: float = 0.0):
         self.backing, self.mountpoint = Path(backing).absolute(), Path(mountpoint).absolute()
         self.trash = self.backing.with_name(self.backing.name + ".trash")
         # an abstract Unix socket named after the backing dir: a deep state dir (pytest's tmp
@@ -107,6 +107,10 @@ class LazyMount:
         self.control = f"@twinsite-lazystore-{digest}"
         self.log = Path(log) if log else self.backing.with_name(self.backing.name + ".log")
         self.real_fsync = real_fsync
+        # the kernel may cache names and attributes this long (see lazyfs.serve): after a drop,
+        # nothing may open the store before that cache expired (`wait_fresh`)
+        self.cache_s = cache_s
+        self._stale_until = 0.0
         self.proc: subprocess.Popen | None = None
 
     def spawn(self) -> None:
@@ -119,6 +123,7 @@ class LazyMount:
                 "--mount", str(self.mountpoint), "--control", str(self.control),
                 "--trash", str(self.trash), "--parent", str(os.getpid())]
         argv += [] if self.real_fsync else ["--no-real-fsync"]
+        argv += ["--cache-s", str(self.cache_s)] if self.cache_s else []
         out = open(self.log, "ab")
         try:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
@@ -174,10 +179,25 @@ class LazyMount:
             raise RuntimeError(f"lazy store {self.mountpoint}: {cmd} failed: {r.get('error')}")
         return DropReport(bytes=r["bytes"], files=r["files"], entries=r["entries"])
 
-    def drop(self) -> DropReport:
+    def drop(self, wait: bool = True) -> DropReport:
         """Power loss: every unsynced write and name change is taken back. Call only once the
-        store's users are dead (SIGKILL): their open handles are fenced (EIO from now on)."""
-        return self._report("drop")
+        store's users are dead (SIGKILL): their open handles are fenced (EIO from now on).
+        Returns once the mount shows the synced state; with `wait=False` at once, and then
+        whoever opens the store next calls `wait_fresh()` first (NatsCluster.start_node does)."""
+        report = self._report("drop")
+        self._stale_until = time.monotonic() + self.cache_s
+        if wait:
+            self.wait_fresh()
+        return report
+
+    def wait_fresh(self) -> float:
+        """Wait until the kernel's cache of names and attributes from before the last drop has
+        expired (at most `cache_s`; a restart seconds after a power loss never waits). Returns
+        the seconds waited."""
+        wait = max(0.0, self._stale_until - time.monotonic())
+        if wait:
+            time.sleep(wait)  # a deadline, not a condition: the kernel offers nothing to ask
+        return wait
 
     def pending(self) -> DropReport:
         """What a drop would take back now."""
@@ -222,8 +242,8 @@ class LazyStores:
     `real_fsync=False` (the lab's choice): an fsync is modelled by the undo log alone and not
     passed on to the backing disk, whose durability nothing in the lab needs (it is scratch)."""
 
-    def __init__(self, real_fsync: bool = False):
-        self.real_fsync = real_fsync
+    def __init__(self, real_fsync: bool = False, cache_s: float = 0.0):
+        self.real_fsync, self.cache_s = real_fsync, cache_s
         self.mounts: dict[str, LazyMount] = {}
 
     def mount_all(self, stores: Iterable[tuple[str, str | Path]], timeout: float = 15.0) -> None:
@@ -232,7 +252,7 @@ class LazyStores:
             started = []
             for name, store_dir in stores:
                 m = self.mounts[name] = LazyMount(backing_for(store_dir), store_dir,
-                                                  real_fsync=self.real_fsync)
+                                                  real_fsync=self.real_fsync, cache_s=self.cache_s)
                 m.spawn()
                 started.append(m)
             deadline = time.monotonic() + timeout
@@ -246,11 +266,14 @@ class LazyStores:
         self.mount_all([(name, store_dir)], timeout)
         return self.mounts[name]
 
-    def drop(self, name: str) -> DropReport:
-        return self.mounts[name].drop()
+    def drop(self, name: str, wait: bool = True) -> DropReport:
+        return self.mounts[name].drop(wait)
 
     def commit(self, name: str) -> DropReport:
         return self.mounts[name].commit()
+
+    def wait_fresh(self, name: str) -> float:
+        return self.mounts[name].wait_fresh()
 
     def pending(self, name: str) -> DropReport:
         return self.mounts[name].pending()
@@ -261,10 +284,16 @@ class LazyStores:
         self.mounts = {}
 
 
+# How long the lab's kernel may cache a store's names and attributes: long enough to spare the
+# daemon the repeated lookups of a burst (stream creation, recovery), short against any power
+# loss (>= 5 s in every experiment), which a restart must outwait (`wait_fresh`).
+LAB_CACHE_S = 0.5
+
+
 def mount_node_stores(nodes: Iterable, timeout: float = 15.0,
-                      real_fsync: bool = False) -> LazyStores:
+                      real_fsync: bool = False, cache_s: float = LAB_CACHE_S) -> LazyStores:
     """The supervisor's hook: a lazy store under every `NatsNode.store_dir` (before the servers
     start). Raises FuseUnavailable naming the cause; never falls back to a plain directory."""
-    stores = LazyStores(real_fsync=real_fsync)
+    stores = LazyStores(real_fsync=real_fsync, cache_s=cache_s)
     stores.mount_all([(n.zone, n.store_dir) for n in nodes], timeout)
     return stores

@@ -269,32 +269,62 @@ class Supervisor:
     # --- readiness ---------------------------------------------------------------------------
 
     async def probe_write(self, timeout: float) -> None:
+        """The shard streams created and one write stored: the lab takes writes."""
         import nats
 
         nc = await nats.connect(self.cluster.client_urls(), connect_timeout=1,
                                 allow_reconnect=True, max_reconnect_attempts=-1,
                                 reconnect_time_wait=0.1, **self.creds.auth().options())
         try:
-            js = nc.jetstream(timeout=2)
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    try:
-                        await js.stream_info(PROBE_STREAM)
-                    except Exception:  # noqa: BLE001 - not there yet: create it
-                        await js.add_stream(name=PROBE_STREAM, subjects=["_lab.probe"],
-                                            num_replicas=self.topo.messaging.stream_replicas,
-                                            max_msgs=100)
-                    self.mark("probe stream")
-                    await js.publish("_lab.probe", b"probe", timeout=2)
-                    self.mark("probe write")
-                    return
-                except Exception as e:  # noqa: BLE001 - elections in progress: retry
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"probe stream not writable: {e!r}") from None
-                    await asyncio.sleep(0.1)
+            await asyncio.gather(self._probe_write(nc, timeout), self.create_shards(nc, timeout))
         finally:
             await nc.close()
+
+    async def create_shards(self, nc, timeout: float) -> None:
+        """Create the gateways' shard streams the moment the meta leader exists, with their own
+        configuration (`talk.backend.stream_config`): each creation costs a stream leader
+        election, and gateways get there only after their fork, app and connection (~0.5-1 s
+        later); they then find the streams made (creating one twice is harmless)."""
+        from ..talk.backend import Settings, stream_config
+
+        settings = Settings.from_topology(self.topo, self.topo.primary_sites[0].name, (),
+                                          shards=capacity.lab_shard_count(self.topo))
+        js = nc.jetstream(timeout=2)
+        deadline = time.monotonic() + timeout
+
+        async def create(name: str) -> None:
+            while True:
+                try:
+                    await js.add_stream(stream_config(settings, name))
+                    return
+                except Exception as e:  # noqa: BLE001 - an election in progress: retry
+                    if getattr(e, "err_code", None) == 10058:  # a gateway made it first
+                        return
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"shard stream {name} not created: {e!r}") from None
+                    await asyncio.sleep(0.1)
+        await asyncio.gather(*(create(n) for n in settings.streams()))
+        self.mark("shard streams")
+
+    async def _probe_write(self, nc, timeout: float) -> None:
+        js = nc.jetstream(timeout=2)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                try:
+                    await js.stream_info(PROBE_STREAM)
+                except Exception:  # noqa: BLE001 - not there yet: create it
+                    await js.add_stream(name=PROBE_STREAM, subjects=["_lab.probe"],
+                                        num_replicas=self.topo.messaging.stream_replicas,
+                                        max_msgs=100)
+                self.mark("probe stream")
+                await js.publish("_lab.probe", b"probe", timeout=2)
+                self.mark("probe write")
+                return
+            except Exception as e:  # noqa: BLE001 - elections in progress: retry
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"probe stream not writable: {e!r}") from None
+                await asyncio.sleep(0.1)
 
     def gateways_ready(self) -> bool:
         for g in self.gateways:
@@ -431,6 +461,8 @@ class Supervisor:
             for n in self.cluster.nodes.values():
                 if n.running:
                     continue
+                if self.cluster.stores is not None:
+                    self.cluster.stores.wait_fresh(n.zone)
                 r, w = os.pipe()
                 held.append(w)
                 try:
@@ -491,6 +523,10 @@ class Supervisor:
 
     async def start(self) -> None:
         self.boot_t0 = time.monotonic()
+        # One process imports the gateway code once (~0.75 s of CPU), from the first moment and
+        # before any NATS server starts: during the first meta election its CPU made that vote
+        # split far more often (10 of 12 boots against 4 of 12, measured interleaved).
+        self.forker.warm_up()
         auth.write(self.token_file)  # a new token per lab (mode 0600), before any gateway
         await self.build_fabric()
         self.api_server = await asyncio.start_server(self.handle, HOST, 0)
@@ -502,17 +538,17 @@ class Supervisor:
         # Fresh users, passwords and TLS certificates for this lab: no hop is open, ever.
         self.creds = await asyncio.to_thread(credentials.create, self.dir,
                                              list(self.cluster.nodes))
+        self.mark("credentials")
         self.cluster.security = self.creds.security(
             [shards.stream_name(i) for i in range(capacity.lab_shard_count(self.topo))])
         self.cluster.write_configs()
-        # One process imports the gateway code once (~0.75 s of CPU), while the stores mount and
-        # before any NATS server starts: during the first meta election its CPU made that vote
-        # split far more often (10 of 12 boots against 4 of 12, measured interleaved).
-        self.forker.warm_up()
         # Every store is a lazy store: a power loss drops what the server never fsynced. No FUSE,
         # no lab (FuseUnavailable names the cause): never the old semantics silently.
-        await asyncio.gather(asyncio.to_thread(self.cluster.mount_stores),
-                             asyncio.to_thread(self.forker.wait_preloaded))
+        async def timed(what, fn):
+            await asyncio.to_thread(fn)
+            self.mark(what)
+        await asyncio.gather(timed("mounted", self.cluster.mount_stores),
+                             timed("preloaded", self.forker.wait_preloaded))
         self.mark("stores")
         self.start_servers_together()
         self.write_state()
@@ -626,7 +662,8 @@ class Supervisor:
         dropped = {"bytes": 0, "files": 0}
         if effect.drops_unsynced and self.cluster.stores is not None:
             for z in effect.zones:  # the page cache dies with the power (also of a crashed zone)
-                report = await asyncio.to_thread(self.cluster.stores.drop, z)
+                # no wait for the kernel's cache here: start_zone waits (seconds later, if at all)
+                report = await asyncio.to_thread(self.cluster.stores.drop, z, False)
                 dropped["bytes"] += report.bytes
                 dropped["files"] += report.files
         return {"killed": killed, "silenced": silenced,

@@ -90,6 +90,17 @@ class Settings:
         return f"{self.subject_prefix}.{self.shard(room):02d}.{room}"
 
 
+def stream_config(s: Settings, name: str) -> StreamConfig:
+    """A shard stream's configuration (the gateways create it; so does the lab as it boots)."""
+    # Placement one replica per site comes from the servers' `unique_tag: "site:"`.
+    return StreamConfig(
+        name=name, subjects=[f"{s.subject_prefix}.{shardmap.shard_index(name):02d}.*"],
+        num_replicas=s.replicas,
+        storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
+        duplicate_window=s.duplicate_window_s, allow_direct=True,
+        max_msg_size=s.max_body_bytes + 1024)
+
+
 @dataclass
 class Hooks:
     """Metric callbacks (the app wires Prometheus here; the backend stays metric-library-free)."""
@@ -193,14 +204,7 @@ class Backend:
     # --- stream ----------------------------------------------------------------------------------
 
     def stream_config(self, name: str) -> StreamConfig:
-        s = self.settings
-        # Placement one replica per site comes from the servers' `unique_tag: "site:"`.
-        return StreamConfig(
-            name=name, subjects=[f"{s.subject_prefix}.{shardmap.shard_index(name):02d}.*"],
-            num_replicas=s.replicas,
-            storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
-            duplicate_window=s.duplicate_window_s, allow_direct=True,
-            max_msg_size=s.max_body_bytes + 1024)
+        return stream_config(self.settings, name)
 
     async def ensure_stream(self, name: str, info_timeout: float = 2.0) -> None:
         """Create the stream if absent. Idempotent and safe when many gateways race.
