@@ -227,3 +227,30 @@ def test_fault_start_records_which_site_led_each_room(tmp_path):
     want = {r: shards.preferred_site(shards.shard_of(r, n), topo) for r in rooms}
     assert marks == [("leaders", want), ("fault", "site-power:pangyo", "start")]
     assert None not in want.values()
+
+
+def _info(leader, replicas, num_replicas=3):
+    return {"config": {"num_replicas": num_replicas},
+            "cluster": {"leader": leader, "replicas": [{"name": r} for r in replicas]}}
+
+
+@pytest.mark.parametrize("doc, leader, servers, consistent", [
+    # a settled R3 stream: leader + two other peers
+    (_info("pangyo-a", ["ansan-b", "witness-a"]), "pangyo-a",
+     ["pangyo-a", "ansan-b", "witness-a"], True),
+    # the baseline flake: mid leader change the leader is also listed as a replica, so the
+    # ansan replica is missing from the view - it must not conclude "no replica on ansan"
+    (_info("pangyo-c", ["pangyo-c", "witness-a"]), "pangyo-c", ["pangyo-c", "witness-a"], False),
+    # fewer distinct servers than the stream's replica count
+    (_info("pangyo-c", ["witness-a"]), "pangyo-c", ["pangyo-c", "witness-a"], False),
+    # no leader (an election) but every peer listed: consistent, no leader yet
+    (_info(None, ["pangyo-a", "ansan-b", "witness-a"]), None,
+     ["pangyo-a", "ansan-b", "witness-a"], True),
+    (_info(None, ["pangyo-a"]), None, ["pangyo-a"], False),
+    # an R1 stream has no other peers
+    (_info("ansan-a", [], num_replicas=1), "ansan-a", ["ansan-a"], True),
+])
+def test_placement_view_judges_mid_transition_views_inconsistent(doc, leader, servers,
+                                                                  consistent):
+    from twinsite.chaos.drivers.jetstream import placement_view
+    assert placement_view(doc) == (leader, servers, consistent)

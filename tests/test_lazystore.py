@@ -429,10 +429,12 @@ async def grid_power_loss(topo, d, n: int = 50) -> tuple[int, int | None, dict]:
 
         async def stream_messages():
             """The stream's count once it answers (None: the stream is gone); elections in
-            progress answer with timeouts, which `wait_async` retries."""
+            progress answer with timeouts, which `wait_async` retries. A leader answers at once,
+            so a short timeout asks again soon after one is elected (nats-py's 5 s default made
+            every unanswered ask cost 5 s)."""
             nc = await nats.connect(cluster.client_urls())
             try:
-                info = await nc.jetstream().stream_info("G")
+                info = await nc.jetstream(timeout=1.0).stream_info("G")
                 if not info.cluster.leader:
                     raise RuntimeError("no stream leader yet")
                 return info.state.messages

@@ -159,12 +159,26 @@ def test_one_slow_old_request_does_not_send_a_healthy_sites_traffic_to_a_dead_on
 
 @pytest.fixture
 def two_sites(nats_cluster, start_gateway):
+    """A gateway per primary site, this test's own (it may kill them)."""
     return {"pangyo": [start_gateway("pangyo", cluster=nats_cluster)],
             "ansan": [start_gateway("ansan", cluster=nats_cluster)]}
 
 
-def test_driver_against_real_gateways_is_clean(two_sites, talk_token, tmp_path):
-    cfg = DriverConfig(endpoints=two_sites, rate=60, rooms=4, subscribers=2, settle_s=0.5,
+@pytest.fixture(scope="module")
+def shared_two_sites(request, tmp_path_factory, nats_cluster):
+    """A gateway per primary site shared by the module's tests that only send and read through
+    them (each with its own run id, so its rooms are its own); do not stop them."""
+    from conftest import GatewayStarter
+    starter = GatewayStarter(request, tmp_path_factory.mktemp("two-sites"))
+    try:
+        yield {"pangyo": [starter("pangyo", cluster=nats_cluster)],
+               "ansan": [starter("ansan", cluster=nats_cluster)]}
+    finally:
+        starter.reap_all()
+
+
+def test_driver_against_real_gateways_is_clean(shared_two_sites, talk_token, tmp_path):
+    cfg = DriverConfig(endpoints=shared_two_sites, rate=60, rooms=4, subscribers=2, settle_s=0.5,
                        token=talk_token)
     h = HistoryWriter(tmp_path / "h.jsonl")
     driver = TrafficDriver(cfg, h)
@@ -182,8 +196,8 @@ def test_driver_against_real_gateways_is_clean(two_sites, talk_token, tmp_path):
     assert all(isinstance(e["seq"], int) and e["seq"] > 0 for e in oks)
 
 
-def test_driver_with_a_wrong_token_is_refused_and_stores_nothing(two_sites, tmp_path):
-    cfg = DriverConfig(endpoints=two_sites, rate=20, rooms=2, subscribers=1, settle_s=0,
+def test_driver_with_a_wrong_token_is_refused_and_stores_nothing(shared_two_sites, tmp_path):
+    cfg = DriverConfig(endpoints=shared_two_sites, rate=20, rooms=2, subscribers=1, settle_s=0,
                        final_read_timeout_s=1, token=auth.generate())
     h = HistoryWriter(tmp_path / "h.jsonl")
     asyncio.run(TrafficDriver(cfg, h).run(0.5))
@@ -193,12 +207,12 @@ def test_driver_with_a_wrong_token_is_refused_and_stores_nothing(two_sites, tmp_
     assert not any(e["type"] == "ok" for e in sends)
 
 
-def test_traffic_cli_then_check_cli(two_sites, talk_token_file, tmp_path):
+def test_traffic_cli_then_check_cli(shared_two_sites, talk_token_file, tmp_path):
     hist = tmp_path / "cli.jsonl"
     argv = ["run", "--duration", "1.5", "--rate", "40", "--rooms", "2", "--subscribers", "1",
             "--history", str(hist), "--settle", "0.2", "--json", "--token-file",
             str(talk_token_file)]
-    for site, urls in two_sites.items():
+    for site, urls in shared_two_sites.items():
         argv += ["--endpoint", f"{site}={urls[0]}"]
     r = subprocess.run([sys.executable, "-m", "twinsite.cli", "traffic", *argv], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)

@@ -22,6 +22,10 @@ class JetStreamError(RuntimeError):
     """A JetStream API call that failed; one line."""
 
 
+class _Transient(JetStreamError):
+    """A view that cannot be trusted yet (asked again until the deadline)."""
+
+
 async def _request(nc, subject: str, body: dict | None = None, timeout: float = 3.0) -> dict:
     msg = await nc.request(subject, json.dumps(body or {}).encode(), timeout=timeout)
     doc = json.loads(msg.data or b"{}")
@@ -68,10 +72,30 @@ def stream_leaders(urls: list[str], streams: list[str], auth: NatsAuth | None = 
     return asyncio.run(go())
 
 
+def placement_view(doc: dict) -> tuple[str | None, list[str], bool]:
+    """(leader, every server holding a replica, consistent?) from a STREAM.INFO answer.
+
+    JetStream lists the leader under `cluster.leader` and the other peers under
+    `cluster.replicas`. An answer given mid leader-transition can be inconsistent: the leader
+    repeated among the replicas (so one real replica is missing from the view), or fewer
+    distinct servers than the stream's replica count. Only a consistent view may be used to
+    conclude that a server holds no replica."""
+    cluster = doc.get("cluster") or {}
+    leader = cluster.get("leader")
+    others = [r.get("name") for r in cluster.get("replicas") or []]
+    servers = ([leader] if leader else []) + others
+    distinct = set(servers)
+    want = (doc.get("config") or {}).get("num_replicas")
+    consistent = (None not in distinct and len(distinct) == len(servers)
+                  and (not isinstance(want, int) or len(distinct) >= want))
+    return leader, list(dict.fromkeys(s for s in servers if s)), consistent
+
+
 def move_leader(urls: list[str], stream: str, candidates: list[str], timeout: float = 15.0,
                 auth: NatsAuth | None = None) -> str:
     """Make one of `candidates` (server names) the stream's leader; returns the new leader.
-    The candidate must hold a replica; no-op when one already leads."""
+    The candidate must hold a replica; no-op when one already leads. A placement view that is
+    inconsistent (`placement_view`) is asked again until the deadline."""
     async def go():
         nc = await _connect(urls, auth)
         try:
@@ -79,21 +103,23 @@ def move_leader(urls: list[str], stream: str, candidates: list[str], timeout: fl
             while True:
                 try:
                     doc = await _request(nc, f"{API}.STREAM.INFO.{stream}")
-                    cluster = doc.get("cluster") or {}
-                    leader = cluster.get("leader")
-                    replicas = [leader] + [r["name"] for r in cluster.get("replicas") or []]
+                    leader, replicas, consistent = placement_view(doc)
                     target = next((c for c in candidates if c in replicas), None)
                     if target is None:
-                        raise JetStreamError(f"stream {stream} has no replica on "
-                                             f"{', '.join(candidates)} (replicas: "
-                                             f"{', '.join(r for r in replicas if r)})")
+                        why = (f"stream {stream} has no replica on {', '.join(candidates)} "
+                               f"(replicas: {', '.join(replicas)})")
+                        if consistent:
+                            raise JetStreamError(why)
+                        # mid-transition view: ask again; at the deadline say what was seen
+                        raise _Transient(why + " in an inconsistent view (mid leader change)")
                     if leader == target:
                         return leader
                     if leader:  # no leader: an election is running, ask again after it
                         await _request(nc, f"{API}.STREAM.LEADER.STEPDOWN.{stream}",
                                        {"placement": {"preferred": target}})
                 except (JetStreamError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-                    if isinstance(e, JetStreamError) and "no replica" in str(e):
+                    if isinstance(e, JetStreamError) and not isinstance(e, _Transient) \
+                            and "no replica" in str(e):
                         raise
                     if time.monotonic() > deadline:
                         raise JetStreamError(f"could not move the {stream} leader to "
