@@ -131,7 +131,7 @@ def main() -> None:
                 print(f"checker: {n:>9,} ops ({n_events:,} events, {size:.0f} MB JSONL, {side:.0f} MB "
                       f"sidecar, written in {t_write:.1f} s): `twinsite check` {mode:<7} "
                       f"{secs:6.2f} s wall, {cpu:6.2f} s CPU, peak RSS {rss:6.0f} MiB "
-                      f"(with its worker {tree:.0f} MiB), load {os.getloadavg()[0]:.1f}", flush=True)
+                      f"(process tree {tree:.0f} MiB), load {os.getloadavg()[0]:.1f}", flush=True)
             os.remove(path)
             os.remove(path + ".cols.npz")
     for mode in ("jsonl", "sidecar"):

@@ -353,3 +353,18 @@ def test_two_process_parse_raises_what_the_serial_one_raises_on_a_wrong_type(tmp
         load_history(p, sidecar=False, parallel=False)
     with pytest.raises(TypeError, match="unhashable"):
         load_history(p, sidecar=False, parallel=True)
+
+
+def test_two_processes_only_for_a_large_file_with_a_cpu_idle(tmp_path, monkeypatch):
+    import twinsite.history as history
+    p = tmp_path / "h.jsonl"
+    _odd_history(p)
+    monkeypatch.setattr(history.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with open(p, "rb") as f:
+        monkeypatch.setattr(history.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+        assert not history._parallel(f, None)  # small file
+        monkeypatch.setattr(history, "PARALLEL_BYTES", 1)
+        assert history._parallel(f, None)
+        monkeypatch.setattr(history.os, "getloadavg", lambda: (1.5, 1.5, 1.5))
+        assert not history._parallel(f, None)  # no CPU idle: the worker would not be faster
+        assert history._parallel(f, True) and not history._parallel(f, False)

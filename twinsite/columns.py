@@ -101,8 +101,9 @@ class Names:
     """Interns the ids (rooms, processes) of a history in order of first appearance.
 
     `codes` gives each value the number of values interned before its first occurrence: one
-    C-level `dict.setdefault(value, next(counter))` per value, no Python-level loop (the loop
-    `setdefault(v, len(table))` was ~40% of parsing a JSONL history). Codes are then unique per
+    C-level `dict.setdefault(value, next(counter))` per value, no Python-level loop (measured
+    10-15% faster than the loop `setdefault(v, len(table))` on 1.2M ids; what remains is hashing
+    and a dict of a million ids, a third of parsing a JSONL history). Codes are then unique per
     value but sparse; `dense()` maps them to 0..len-1, applied once when the columns are finished.
     Values are compared as dict keys (so 1, 1.0 and True are one value), as before."""
 

@@ -26,15 +26,16 @@ columns (`<file>.cols.npz`, see `twinsite.columns`) when it closes; `load_histor
 they match the file, else parses the JSONL (an interrupted run has no sidecar).
 
 Parsing the JSONL is CPU-bound: per event a msgspec decode, then interning ids, rooms and
-processes into numpy columns (`twinsite.columns.Names`: C-level, no per-event Python loop). A large
-file is split at a newline and its second part parsed in a worker process (fork when this process
-has one thread, else spawn: `multiprocessing`, no dependency), its columns merged in file order
-by `ColumnBuilder.extend`, so the result is exactly the serial one (tests/test_history.py). The
-splitting, the block reader and the bad-line numbering are hand-written because they must keep
-the reader's contract: a torn last line dropped and counted, any other bad line a HistoryError
-naming its line in the whole file. No library parses JSON Lines into columns with that contract
-(pyarrow/polars read JSON into columns, but drop the line numbers and torn-tail rule and would be
-a large dependency for one reader).
+processes into numpy columns (`twinsite.columns.Names`: C-level, no per-event Python loop). A
+large file, on a machine with a CPU idle, is split at a newline and its second part parsed in a
+worker process (fork when this process has one thread, else spawn: `multiprocessing`, no
+dependency); its columns are merged in file order by `ColumnBuilder.extend`, so the result is
+exactly the serial one (tests/test_history.py). The splitting, the block reader and the bad-line
+numbering are hand-written because they must keep the reader's contract: a torn last line
+dropped and counted, any other bad line a HistoryError naming its line in the whole file. No
+library parses JSON Lines into columns with that contract (pyarrow/polars read JSON into
+columns, but without line numbers or the torn-tail rule, and would be a large dependency for
+one reader).
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ def read_history(path) -> list[dict]:
 def load_history(path, *, sidecar: bool = True, parallel: bool | None = None) -> History:
     """A history file as columns for the checker: from its sidecar when that matches the file,
     else parsed from the JSONL block by block (no list of every event is ever held). A large file
-    is parsed in two processes (`parallel=None`: when over PARALLEL_BYTES and 2+ CPUs are ours)."""
+    is parsed in two processes (`parallel=None`: when over PARALLEL_BYTES with a CPU idle)."""
     path = Path(path)
     with _open(path) as f:
         if sidecar:
@@ -313,10 +314,14 @@ SPLIT_AT = 0.55
 
 
 def _parallel(f, wanted: bool | None) -> bool:
+    """Two processes only for a large file and with a CPU to spare: on a loaded machine the worker
+    competes with this process for the same share (Linux autogroups a session) and the split costs
+    ~0.6 s more CPU, so it was no faster there (docs/checker.md)."""
     if wanted is not None:
         return wanted
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (cpus or 1) > 1 and os.fstat(f.fileno()).st_size >= PARALLEL_BYTES
+    idle = (cpus or 1) - os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return idle >= 1.0 and os.fstat(f.fileno()).st_size >= PARALLEL_BYTES
 
 
 def _split_at(f) -> int | None:
