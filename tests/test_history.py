@@ -261,3 +261,110 @@ def test_a_damaged_sidecar_falls_back_to_the_jsonl(tmp_path):
         side.write_bytes(damaged)
         os.utime(side, ns=(p.stat().st_mtime_ns + 1, p.stat().st_mtime_ns + 1))
         assert check(load_history(p)) == good
+
+
+# --- parsing a JSONL history in two processes (load_history's parallel path) ---------------------
+
+def _odd_history(path, bad_line: int | None = None, torn: bool = True) -> list[str]:
+    """Lines of a messy history: ids, rooms and processes of every JSON scalar type (1, 1.0 and
+    True intern as one value), a big int, blank lines, retries and deliveries across the middle,
+    markers, a subscribe, an unknown event, final reads; optionally a bad line and a torn tail."""
+    odd = ["s", 7, 2.5, True, None, 1, 1.0, "7", 2 ** 70, "é\x00"]
+    lines = ['{"type":"leaders","rooms":{"r":"pangyo"},"time":0}']
+    for n in range(60):
+        i, room, proc = odd[n % len(odd)], odd[(n // 3) % len(odd)], odd[(n // 7) % len(odd)]
+        op = {"process": proc, "f": "send", "room": room, "id": i, "seq": None, "site": "x"}
+        lines.append(json.dumps({**op, "type": "invoke", "time": n}))
+        lines.append(json.dumps({**op, "type": "ok" if n % 4 else "info", "time": n + 0.5, "seq": n}))
+        if n % 5 == 0:
+            lines += ["", json.dumps({"process": 900, "type": "ok", "f": "deliver", "room": room,
+                                      "id": f"d{n}", "seq": n, "time": n + 0.6})]
+        if n == 30:
+            lines += ['{"type":"fault","f":"start","name":"k","time":30.1}',
+                      '{"process":5,"type":"invoke","f":"subscribe","room":"r","seq":3,"time":30.2}',
+                      '{"type":"what","time":30.3}', "   "]
+    lines += [json.dumps({"type": "ok", "f": "final-read", "room": r, "ids": odd + ["zz"], "time": 99})
+              for r in ("s", 7, "r")]
+    lines.append('{"type":"fail","f":"final-read","room":"q","error":"timeout","time":99}')
+    if bad_line is not None:
+        lines[bad_line - 1] = '{"type": "ok", "f": '  # not valid JSON, inside the file
+    path.write_text("\n".join(lines) + "\n" + ('{"process":0,"f":"send","ty' if torn else ""))
+    return lines
+
+
+def _same_history(a, b) -> None:
+    import numpy as np
+    for name in ("send", "deliver", "final", "subscribe"):
+        ta, tb = getattr(a, name), getattr(b, name)
+        assert np.array_equal(ta.line, tb.line) and np.array_equal(ta.time, tb.time), name
+        assert ta.cols.keys() == tb.cols.keys()
+        for k in ta.cols:
+            assert ta[k].dtype == tb[k].dtype, (name, k)
+            assert np.array_equal(ta[k], tb[k], equal_nan=ta[k].dtype.kind == "f"), (name, k)
+    assert np.array_equal(a.final_ids, b.final_ids)
+    for k in ("ids", "rooms", "procs"):
+        assert [(type(v), v) for v in getattr(a, k)] == [(type(v), v) for v in getattr(b, k)], k
+    for k in ("marks", "unknown", "n_events", "time_min", "time_max", "torn_lines"):
+        assert getattr(a, k) == getattr(b, k), k
+
+
+@pytest.mark.parametrize("split_at", [0.1, 0.55, 0.9])
+def test_two_process_parse_equals_the_serial_one(tmp_path, monkeypatch, split_at):
+    import twinsite.history as history
+    p = tmp_path / "h.jsonl"
+    _odd_history(p)
+    monkeypatch.setattr(history, "SPLIT_AT", split_at)
+    serial = history.load_history(p, sidecar=False, parallel=False)
+    assert serial.torn_lines == 1 and serial.unknown == 1 and 2 ** 70 in serial.ids
+    _same_history(serial, history.load_history(p, sidecar=False, parallel=True))
+
+
+def test_two_process_parse_of_a_plain_history_and_its_verdict(tmp_path):
+    from twinsite.checker import check
+    from twinsite.history import load_history
+    p = tmp_path / "h.jsonl"
+    _history(p, lost=True)
+    serial = load_history(p, sidecar=False, parallel=False)
+    parallel = load_history(p, sidecar=False, parallel=True)
+    _same_history(serial, parallel)
+    assert check(parallel) == check(serial) and check(serial)["lost"] == 1
+
+
+@pytest.mark.parametrize("bad_line", [5, 150])
+def test_two_process_parse_names_a_bad_line_by_its_number_in_the_file(tmp_path, bad_line):
+    from twinsite.history import load_history
+    p = tmp_path / "h.jsonl"
+    lines = _odd_history(p, bad_line=bad_line)
+    assert bad_line > len(lines) * 0.55 or bad_line < len(lines) * 0.5  # a line of each part
+    with pytest.raises(HistoryError, match=f"line {bad_line}: not valid JSON") as serial:
+        load_history(p, sidecar=False, parallel=False)
+    with pytest.raises(HistoryError) as parallel:
+        load_history(p, sidecar=False, parallel=True)
+    assert str(parallel.value) == str(serial.value) and parallel.value.line == bad_line
+
+
+def test_two_process_parse_raises_what_the_serial_one_raises_on_a_wrong_type(tmp_path):
+    from twinsite.history import load_history
+    p = tmp_path / "h.jsonl"
+    lines = _odd_history(p, torn=False)
+    lines[-10] = '{"process":1,"type":"ok","f":"send","room":"r","id":["a list"],"time":1}'
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TypeError, match="unhashable"):
+        load_history(p, sidecar=False, parallel=False)
+    with pytest.raises(TypeError, match="unhashable"):
+        load_history(p, sidecar=False, parallel=True)
+
+
+def test_two_processes_only_for_a_large_file_with_a_cpu_idle(tmp_path, monkeypatch):
+    import twinsite.history as history
+    p = tmp_path / "h.jsonl"
+    _odd_history(p)
+    monkeypatch.setattr(history.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with open(p, "rb") as f:
+        monkeypatch.setattr(history.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+        assert not history._parallel(f, None)  # small file
+        monkeypatch.setattr(history, "PARALLEL_BYTES", 1)
+        assert history._parallel(f, None)
+        monkeypatch.setattr(history.os, "getloadavg", lambda: (1.5, 1.5, 1.5))
+        assert not history._parallel(f, None)  # no CPU idle: the worker would not be faster
+        assert history._parallel(f, True) and not history._parallel(f, False)
