@@ -31,6 +31,9 @@ def suite_time(extra: list[str] | None = None) -> None:
     result = next((ln for ln in reversed(out) if re.search(r"\d+ (passed|failed)", ln)), "?")
     for ln in slow:
         print(f"  {ln}")
+    for ln in out:
+        if ln.startswith(("FAILED", "ERROR")):
+            print(f"  {ln}")
     print(f"make test ({result.strip('= ')}; load average {load0:.1f} -> "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs): wall {wall:.0f}s "
           f"({wall // 60:.0f} min {wall % 60:02.0f} s; goal <= {GOAL_S:.0f} s)")
