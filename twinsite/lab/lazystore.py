@@ -37,7 +37,10 @@ from typing import Iterable
 
 from .. import procs
 
-_DAEMON = Path(__file__).with_name("lazyfs.py")  # run as a script: no twinsite imports to pay for
+_DAEMON = Path(__file__).with_name("lazyfs.py")
+# Measured: a name cached just before a drop was still served from the cache 0.55 s later with a
+# 0.5 s timeout (the deadline is counted in jiffies, from the kernel's reply, rounded up).
+KERNEL_TICK_SLACK_S = 0.1  # run as a script: no twinsite imports to pay for
 
 
 class FuseUnavailable(RuntimeError):
@@ -185,7 +188,8 @@ class LazyMount:
         Returns once the mount shows the synced state; with `wait=False` at once, and then
         whoever opens the store next calls `wait_fresh()` first (NatsCluster.start_node does)."""
         report = self._report("drop")
-        self._stale_until = time.monotonic() + self.cache_s
+        if self.cache_s:  # the kernel rounds its timeouts up to whole jiffies (HZ 100-1000)
+            self._stale_until = time.monotonic() + self.cache_s + KERNEL_TICK_SLACK_S
         if wait:
             self.wait_fresh()
         return report
