@@ -37,10 +37,10 @@ from typing import Iterable
 
 from .. import procs
 
-_DAEMON = Path(__file__).with_name("lazyfs.py")
+_DAEMON = Path(__file__).with_name("lazyfs.py")  # run as a script: no twinsite imports to pay for
 # Measured: a name cached just before a drop was still served from the cache 0.55 s later with a
 # 0.5 s timeout (the deadline is counted in jiffies, from the kernel's reply, rounded up).
-KERNEL_TICK_SLACK_S = 0.1  # run as a script: no twinsite imports to pay for
+KERNEL_TICK_SLACK_S = 0.1
 
 
 class FuseUnavailable(RuntimeError):

@@ -288,7 +288,7 @@ class Supervisor:
         configuration (`talk.backend.stream_config`): each creation costs a stream leader
         election, and gateways get there only after their fork, app and connection (~0.5-1 s
         later); they then find the streams made (creating one twice is harmless)."""
-        from ..talk.backend import Settings, stream_config
+        from ..talk.backend import ERR_STREAM_NAME_IN_USE, Settings, stream_config
 
         settings = Settings.from_topology(self.topo, self.topo.primary_sites[0].name, (),
                                           shards=capacity.lab_shard_count(self.topo))
@@ -301,7 +301,7 @@ class Supervisor:
                     await js.add_stream(stream_config(settings, name))
                     return
                 except Exception as e:  # noqa: BLE001 - an election in progress: retry
-                    if getattr(e, "err_code", None) == 10058:  # a gateway made it first
+                    if getattr(e, "err_code", None) == ERR_STREAM_NAME_IN_USE:  # a gateway was first
                         return
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"shard stream {name} not created: {e!r}") from None
