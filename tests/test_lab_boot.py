@@ -51,3 +51,17 @@ def test_no_split_before_a_campaign_with_a_leader_or_across_terms():
     assert not model.meta_split(lost[:6] + [view("g", "LEADER", voted="G")], 7)
     assert not model.meta_split(lost[:6] + [view("g", leader="A", voted="A")], 7)
     assert not model.meta_split(lost[:6] + [view("g", "CANDIDATE", term=2, voted="G")], 7)
+
+
+def test_a_campaign_that_missed_a_server_is_a_lost_request():
+    # b never saw a's request (still in term 0): a can never hear from everybody
+    views = [view("a", "CANDIDATE", voted="A"), view("b", term=0)] + \
+            [view(z, voted="A") for z in "cdefg"]
+    assert model.meta_request_lost(views)
+    # everybody in the term (or a leader, or nobody campaigning yet): not this rule's case
+    assert not model.meta_request_lost([view("a", "CANDIDATE", voted="A")] +
+                                       [view(z, voted="A") for z in "bcdefg"])
+    assert not model.meta_request_lost(views[:1] + [view("b", term=0)] +
+                                       [view("c", "LEADER", voted="C")])
+    assert not model.meta_request_lost([view(z, term=0) for z in "abcdefg"])
+    assert not model.meta_request_lost([])

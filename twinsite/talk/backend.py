@@ -36,6 +36,7 @@ API = "$JS.API"
 ERR_STREAM_NOT_FOUND = 10059
 ERR_STREAM_NAME_IN_USE = 10058
 ERR_NO_MESSAGE = 10037
+BRING_UP_INFO_TIMEOUT_S = 0.25  # STREAM.INFO while a gateway starts (see Backend._bring_up)
 
 
 class Unavailable(Exception):
@@ -158,14 +159,18 @@ class Backend:
                 await asyncio.sleep(0.5)
         pending = s.streams()
         while not self._closing and pending:
+            # A stream whose creation is electing its leader answers nobody: at a lab boot the
+            # gateways ask while the supervisor's creations run, and a 0.75 s timeout held them
+            # up to ~1 s after the streams existed. A healthy leader answers in milliseconds.
             results = await asyncio.gather(
-                *(self.ensure_stream(name, info_timeout=s.ready_timeout_s) for name in pending),
+                *(self.ensure_stream(name, info_timeout=BRING_UP_INFO_TIMEOUT_S)
+                  for name in pending),
                 return_exceptions=True)
             failed = [n for n, r in zip(pending, results) if isinstance(r, BaseException)]
             if failed:  # JetStream not ready yet (no meta leader, an election): retry those
                 log.info("streams %s not ready (%s); retrying", ",".join(failed),
                          next(r for r in results if isinstance(r, BaseException)))
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.1)
             pending = failed
         self.stream_ready = not pending
         self._ready_cache = (0.0, False, "starting")  # the cached "not created yet" is stale now
