@@ -46,8 +46,17 @@ def test_grid_power_loss_loses_acknowledged_messages_with_lazy_fsync(tmp_path):
     assert (reports / "latest" / "summary.json").exists(), out[-3000:]
     [x] = json.loads((reports / "latest" / "summary.json").read_text())["experiments"]
     assert x["status"] == "deviated", out[-3000:]
-    assert "no-acknowledged-message-lost" in x["failed_checks"], x["failed_checks"]
-    assert x["verdict"]["lost"] > 0
+    v = x["verdict"]
+    if "no-acknowledged-message-lost" in x["failed_checks"]:
+        assert v["lost"] > 0
+    else:
+        # The other way the lazy-fsync stack fails (1 of the 6 full-suite runs of 2026-12-04/05):
+        # replicas that lost different unsynced tails never catch up ("catchup aborted, no
+        # leader for stream"), the black start never converges, and rooms are never readable
+        # again - acknowledged messages that nobody can read, so none can be counted as lost.
+        assert v["valid"] == "unknown" and v["rooms_read"] < v["rooms_written"], v
+        assert any(c.startswith("action black-start failed") and "converge" in c
+                   for c in x["failed_checks"]), x["failed_checks"]
     # the journal shows the lab dropped unsynced data at the power loss
     journal = json.loads((reports / "latest" / "grid-power-loss" / "journal.json").read_text())
     cut = next(a for a in journal["run"] if a["activity"]["name"] == "power-off-every-site")
