@@ -175,6 +175,11 @@ def test_render_output_passes_a_server_side_dry_run_on_every_site(sandbox, lab_m
         assert api.dry_run(bodies) == []
         # a dry run persists nothing: no StatefulSet or Deployment created or changed
         assert names() == before
+        # ... but the namespace it needed, created as rendered: the fault driver refuses a
+        # namespace without twinsite's labels (a bare one broke test_k8s_driver run after this)
+        [ns] = [b for b in bodies if b["kind"] == "Namespace"]
+        labels = k8s.CoreV1Api(api.api).read_namespace(ns["metadata"]["name"]).metadata.labels
+        assert ns["metadata"]["labels"].items() <= (labels or {}).items()
 
 
 def test_dry_run_command_accepts_the_files_render_writes(sandbox, lab_manifests, tmp_path):

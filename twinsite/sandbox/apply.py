@@ -147,13 +147,17 @@ class SiteApi:
     def dry_run(self, bodies: list[dict]) -> list[str]:
         """Server-side dry run (dryRun=All; apply rejects fields the schema lacks) of every
         object; the namespaces they need are created for real first (a dry-run namespace
-        holds nothing). Returns one line per rejected object."""
+        holds nothing), as their manifests declare them: a bare namespace left behind lacked
+        the labels the fault driver checks before it touches anything, and a later deploy
+        into it kept it that way. Returns one line per rejected object."""
         self.check_up()
         dyn = self.dynamic()
         core = client.CoreV1Api(self.api)
-        for ns in sorted({b["metadata"]["name"] for b in bodies if b["kind"] == "Namespace"}):
+        for body in sorted((b for b in bodies if b["kind"] == "Namespace"),
+                           key=lambda b: b["metadata"]["name"]):
+            ns = body["metadata"]["name"]
             try:
-                self._call(core.create_namespace, {"metadata": {"name": ns}})
+                self._call(core.create_namespace, body)
             except ApiException as e:
                 if e.status != 409:
                     return [f"site {self.site}: Namespace {ns} rejected: {api_reason(e)}"]
