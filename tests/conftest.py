@@ -110,7 +110,7 @@ class GatewayStarter:
         if nats_urls is None:
             cluster = cluster or self.request.getfixturevalue("nats_cluster")
             nats_urls = site_first_urls(cluster, site)
-        port = procs.free_port()
+        [port] = procs.stable_ports(1)  # bound later, by the gateway
         base = f"http://127.0.0.1:{port}"
         log = self.log_dir / f"gateway-{site}-{port}.log"
         argv = [sys.executable, "-m", "twinsite.cli", "talk", "serve", "--site", site,

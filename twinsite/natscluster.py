@@ -81,7 +81,7 @@ class LocalNatsCluster:
         self.base_dir = Path(self.base_dir)
         if not self.nodes:
             zones = self.topo.zones
-            ports = procs.free_ports(3 * len(zones))
+            ports = procs.stable_ports(3 * len(zones))  # servers restart on them
             for i, z in enumerate(zones):
                 d = self.base_dir / z.name
                 self.nodes[z.name] = NatsNode(

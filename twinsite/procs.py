@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -107,6 +108,39 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def stable_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n free loopback ports *below* the kernel's ephemeral range.
+
+    A port chosen now and bound later by another process must stay free until then: a lab
+    server's while it is down (power loss, crash) so that `restore` can bind it again, a sandbox
+    control plane's until it starts. A port from the ephemeral range could meanwhile be taken as
+    the source port of any outgoing connection (a lab's relays make hundreds; seen: kwok failing
+    with "bind: address already in use" beside a lab's tests).
+    """
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = random.sample(range(max(1024, low - 16384), low), min(4 * n + 64, low - 1024))
+    socks, ports = [], []
+    try:
+        for port in candidates:
+            s = socket.socket()
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+            ports.append(port)
+            if len(ports) == n:
+                return ports
+    finally:
+        for s in socks:
+            s.close()
+    return ports + free_ports(n - len(ports), host)
 
 
 class ChildExited(RuntimeError):

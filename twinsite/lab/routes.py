@@ -2,49 +2,16 @@
 
 Pure plumbing for the supervisor: `LabNatsCluster` (configs whose advertised route address is a
 relay), `SocketTable` (which server dialled a relay: the owner of the source port, via netlink and /proc),
-`stable_ports` (ports outside the ephemeral range, so a restored process can bind its old port).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import socket
 import struct
 
 from .. import natsconf, procs
 from ..natscluster import HOST, LocalNatsCluster
-
-
-def stable_ports(n: int) -> list[int]:
-    """n free loopback ports *below* the kernel's ephemeral range.
-
-    A process's port must stay free while it is down (power loss, crash) so that `restore` can
-    bind it again; a port from the ephemeral range could meanwhile be taken as the source port
-    of any outgoing connection (the relays make hundreds).
-    """
-    try:
-        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    candidates = random.sample(range(max(1024, low - 16384), low), min(4 * n + 64, low - 1024))
-    socks, ports = [], []
-    try:
-        for port in candidates:
-            s = socket.socket()
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
-            ports.append(port)
-            if len(ports) == n:
-                return ports
-    finally:
-        for s in socks:
-            s.close()
-    return ports + procs.free_ports(n - len(ports))
 
 
 def _diag_inode(local_port: int, remote_port: int) -> int | None:

@@ -36,7 +36,7 @@ from .fabric import Fabric, Link
 from .forker import ForkedChild, GatewayForker
 from .lazystore import FuseUnavailable
 from .model import LabError
-from .routes import LabNatsCluster, SocketTable, stable_ports
+from .routes import LabNatsCluster, SocketTable
 
 log = logging.getLogger("twinsite.lab")
 PROBE_STREAM = "LAB_PROBE"
@@ -103,7 +103,7 @@ class Supervisor:
         """Every process port in one batch, chosen while the relays already hold theirs: no two
         listeners can be handed the same free port."""
         zones = [z for z in self.topo.zones]
-        ports = stable_ports(3 * len(zones) + len(self.gateways))
+        ports = procs.stable_ports(3 * len(zones) + len(self.gateways))
         nodes = {}
         for i, z in enumerate(zones):
             d = self.dir / "nats" / z.name

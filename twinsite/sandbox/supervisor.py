@@ -88,7 +88,7 @@ class Supervisor:
         self.tools = tools.locate()
         if self.tools is None:
             raise SandboxError("sandbox tools are not built: run `make sandbox-tools`")
-        self.sites = plan(self.topo, procs.free_ports(Ports.COUNT * len(self.topo.sites)),
+        self.sites = plan(self.topo, procs.stable_ports(Ports.COUNT * len(self.topo.sites)),
                           per_zone)
         self.children: dict[str, object] = {}  # "<site>/<component>" -> Popen
         self.stop = threading.Event()
