@@ -50,7 +50,7 @@ def test_grid_power_loss_loses_acknowledged_messages_with_lazy_fsync(tmp_path):
     if "no-acknowledged-message-lost" in x["failed_checks"]:
         assert v["lost"] > 0
     else:
-        # The other way the lazy-fsync stack fails (1 of the 6 full-suite runs of 2026-12-04/05):
+        # The other way the lazy-fsync stack fails (a full-suite run of 2026-12-05: 0 of 16 read):
         # replicas that lost different unsynced tails never catch up ("catchup aborted, no
         # leader for stream"), the black start never converges, and rooms are never readable
         # again - acknowledged messages that nobody can read, so none can be counted as lost.
