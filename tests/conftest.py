@@ -16,10 +16,9 @@
                    `Authorization` header that carries it.
 
 `make test-parallel` runs two pytest-xdist workers (`-n 2 --dist loadfile`: a module's tests, and
-so its module-scoped lab or workspace, stay in one worker; `loadgroup` would also keep the session
-sandbox of test_sandbox + test_k8s_driver in one, but xdist 3.8's groups have no effect under
-pytest 9.2). Session fixtures are per worker (`nats_cluster`: seconds; the sandbox: up to one per
-worker). Files run in their name order: a slowest-first ordering tried this stop ran test_workload
+so its module-scoped lab or workspace, stay in one worker; the three sandbox modules share one
+worker, see `pytest_xdist_make_scheduler`, because xdist 3.8's groups have no effect under pytest
+9.2). Session fixtures are per worker (`nats_cluster`: seconds). Files run in their name order: a slowest-first ordering tried this stop ran test_workload
 before the files that share `nats_cluster` and `shared_gateway`, and 12 of those then got 503
 ("no stream leader answered") on a clean checkout - a test there leaves the shared cluster
 degraded (not yet isolated).
@@ -42,7 +41,29 @@ ROOT = Path(__file__).resolve().parent.parent
 LAB_SHARDS = capacity.lab_shard_count(topology.load_stack("lab", root=ROOT))
 
 
-# Slowest files first (measured durations in docs/speed.md); the rest keep their order.
+# The modules that run Kubernetes control planes: one sandbox at a time on this machine.
+SANDBOX_MODULES = frozenset({"tests/test_sandbox.py", "tests/test_k8s_driver.py",
+                             "tests/test_pulumi_sandbox.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test-parallel` (`--dist loadfile`): a module's tests stay on one worker, and the
+    sandbox modules share one. Two sandboxes at once (one per worker) on 2 cores made the fault
+    driver's restores miss their 60 s readiness wait, and the shared session sandbox of
+    test_sandbox and test_k8s_driver was started twice (xdist_group has no effect here)."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SandboxModulesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "sandbox modules" if path in SANDBOX_MODULES else path
+
+    return SandboxModulesTogether(config, log)
+
+
 @pytest.fixture(scope="session")
 def lab_topology():
     return topology.load_stack("lab", root=ROOT)
