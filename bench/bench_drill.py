@@ -43,7 +43,7 @@ def drill_time(experiments: list[str] | None = None) -> None:
     passed = sum(x["status"] == "passed" for x in exps)
     print(f"drill ({len(exps)} experiments, {passed} passed, exit {r.returncode}; load average "
           f"{load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs): wall {wall:.0f}s "
-          f"({wall / 60:.0f} min {wall % 60:02.0f} s; goal <= {GOAL_S:.0f} s), experiments "
+          f"({wall // 60:.0f} min {wall % 60:02.0f} s; goal <= {GOAL_S:.0f} s), experiments "
           f"{inside:.0f}s, lab up/down + report {wall - inside:.0f}s")
 
 
