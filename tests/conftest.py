@@ -18,10 +18,10 @@
 `make test-parallel` runs two pytest-xdist workers (`-n 2 --dist loadfile`: a module's tests, and
 so its module-scoped lab or workspace, stay in one worker; the three sandbox modules share one
 worker, see `pytest_xdist_make_scheduler`, because xdist 3.8's groups have no effect under pytest
-9.2). Session fixtures are per worker (`nats_cluster`: seconds). Files run in their name order: a slowest-first ordering tried this stop ran test_workload
-before the files that share `nats_cluster` and `shared_gateway`, and 12 of those then got 503
-("no stream leader answered") on a clean checkout - a test there leaves the shared cluster
-degraded (not yet isolated).
+9.2). Session fixtures are per worker (`nats_cluster`: seconds). Files run in their name order:
+a slowest-first ordering tried at an earlier stop ran test_workload before the files that share
+`nats_cluster` and `shared_gateway`, and 12 of those then got 503 ("no stream leader answered")
+on a clean checkout - a test there leaves the shared cluster degraded (not yet isolated).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def meta_request_lost(views: list[MetaView]) -> bool:
     1 or later while another server that answers is still in term 0.
 
     nats-server sends a vote request once, over the system account's route to each peer; a
-    server without that route yet never sees it (7 of 10 split first elections in debug logs of
+    server without that route yet never sees it (7 of 9 split first elections in debug logs of
     20 boots: the first candidate campaigned before the route mesh was complete). Its grant is
     then missing for good, and on empty logs every grant is needed. Only meaningful once a vote
     round trip has passed since the campaign (the caller waits `REQUEST_LOST_AFTER_S`): a

@@ -1,7 +1,8 @@
-"""NATS in the lab: routes that cannot bypass the link fabric, and ports that stay bindable.
+"""NATS in the lab: routes that cannot bypass the link fabric.
 
 Pure plumbing for the supervisor: `LabNatsCluster` (configs whose advertised route address is a
-relay), `SocketTable` (which server dialled a relay: the owner of the source port, via netlink and /proc),
+relay) and `SocketTable` (which server dialled a relay: the owner of the source port, via netlink
+and /proc). Ports that stay bindable while a server is down: `procs.stable_ports`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 import socket
 import struct
 
-from .. import natsconf, procs
+from .. import natsconf
 from ..natscluster import HOST, LocalNatsCluster
 
 
